@@ -1,0 +1,186 @@
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from analytics.models.choices import BudgetType, RunStatus
+from analytics.models.tenancy import Tenant
+
+UNCLASSIFIED_TAG = "unclassified"
+
+
+class CostRecord(models.Model):
+    """One LLM call as billed. Append-only: there is no update or delete path."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)
+    user_id = models.CharField(max_length=64, null=True, blank=True)
+    feature_tag = models.CharField(max_length=128, null=True, blank=True)
+    request_id = models.CharField(max_length=64, null=True, blank=True)
+    workflow_id = models.CharField(max_length=64, null=True, blank=True)
+    run_id = models.CharField(max_length=64, null=True, blank=True)
+    skill_id = models.CharField(max_length=64, null=True, blank=True)
+    model = models.CharField(max_length=64)
+    provider = models.CharField(max_length=64, null=True, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_cents = models.DecimalField(max_digits=18, decimal_places=6)
+    is_retry = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    ingested_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Ingest relies on this exact partial index for ON CONFLICT ... DO NOTHING.
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="costrecord_tenant_idem_key_uniq",
+            ),
+            models.CheckConstraint(condition=Q(cost_cents__gte=0), name="costrecord_cost_nonneg"),
+            models.CheckConstraint(
+                condition=Q(input_tokens__gte=0) & Q(output_tokens__gte=0),
+                name="costrecord_tokens_nonneg",
+            ),
+        ]
+        indexes = [
+            # statistics, snapshots and detection: the tenant's spend in a time window
+            models.Index(fields=["tenant", "created_at"], name="costrecord_tenant_time"),
+            # feature budgets, feature spikes and contributors
+            models.Index(
+                fields=["tenant", "feature_tag", "created_at"], name="costrecord_feature_time"
+            ),
+            # user budgets and user spikes
+            models.Index(fields=["tenant", "user_id", "created_at"], name="costrecord_user_time"),
+            # model breakdowns and the statistical detector per model
+            models.Index(fields=["tenant", "model", "created_at"], name="costrecord_model_time"),
+            # calibration joins estimates to actual records by run, workflow or request id
+            models.Index(fields=["tenant", "run_id"], name="costrecord_run"),
+            models.Index(fields=["tenant", "workflow_id"], name="costrecord_workflow"),
+            models.Index(fields=["tenant", "request_id"], name="costrecord_request"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.cost_cents}¢ at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class RunRecord(models.Model):
+    """One agent/worker run as reported by the client; immutable once terminal."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    run_id = models.CharField(max_length=64)
+    worker_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    success = models.BooleanField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    total_tokens = models.BigIntegerField(null=True, blank=True)
+    total_latency_ms = models.BigIntegerField(null=True, blank=True)
+    cost_cents = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    is_retry = models.BooleanField(default=False)
+    attempt = models.IntegerField(default=1)
+    parent_run_id = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    ingested_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "run_id"], name="runrecord_tenant_run_uniq"),
+            models.CheckConstraint(condition=Q(attempt__gte=1), name="runrecord_attempt_min1"),
+            models.CheckConstraint(
+                condition=Q(cost_cents__isnull=True) | Q(cost_cents__gte=0),
+                name="runrecord_cost_nonneg",
+            ),
+        ]
+        indexes = [
+            # usage statistics (compute_units) and prediction windows
+            models.Index(fields=["tenant", "created_at"], name="runrecord_tenant_time"),
+            # per-worker cost spikes and failure likelihood
+            models.Index(
+                fields=["tenant", "worker_id", "created_at"], name="runrecord_worker_time"
+            ),
+            # failure patterns: failed runs in a window
+            models.Index(fields=["tenant", "status", "created_at"], name="runrecord_status_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in RunStatus.terminal()
+
+
+class FeatureTag(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    tag = models.CharField(
+        max_length=128,
+        validators=[RegexValidator(r"^[A-Za-z0-9._:-]+$", "Letters, digits, . _ : -")],
+    )
+    display_name = models.CharField(max_length=256)
+    description = models.TextField(blank=True, default="")
+    budget_cents = models.BigIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Informational only."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tag"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "tag"], name="featuretag_tenant_tag_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return self.tag
+
+
+class Budget(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    budget_type = models.CharField(max_length=16, choices=BudgetType.choices)
+    entity_id = models.CharField(max_length=128, null=True, blank=True)
+    daily_limit_cents = models.BigIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    monthly_limit_cents = models.BigIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    warn_threshold_pct = models.IntegerField(
+        default=80, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    hard_limit_enabled = models.BooleanField(default=False, help_text="Stored and shown only.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # A tenant has at most one tenant-level budget: NULL entity ids compare equal.
+            models.UniqueConstraint(
+                fields=["tenant", "budget_type", "entity_id"],
+                nulls_distinct=False,
+                name="budget_tenant_scope_uniq",
+            ),
+            models.CheckConstraint(
+                condition=(Q(budget_type=BudgetType.TENANT) & Q(entity_id__isnull=True))
+                | (~Q(budget_type=BudgetType.TENANT) & Q(entity_id__isnull=False)),
+                name="budget_entity_iff_not_tenant",
+            ),
+            models.CheckConstraint(
+                condition=Q(daily_limit_cents__isnull=False) | Q(monthly_limit_cents__isnull=False),
+                name="budget_has_a_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(warn_threshold_pct__gte=1) & Q(warn_threshold_pct__lte=100),
+                name="budget_warn_pct_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = (
+            self.budget_type if self.entity_id is None else f"{self.budget_type} {self.entity_id}"
+        )
+        return f"Budget for {scope}"

@@ -1,0 +1,250 @@
+"""The one settings module; every value is read from the environment (see .env.example)."""
+
+import socket
+from pathlib import Path
+
+import dj_database_url
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+from config.database import resolve_database_url
+from config.env import env_bool, env_float, env_int, env_list, env_str, load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = BASE_DIR / ".data"
+
+# `make run` writes a local, git-ignored .env; real deployments set variables directly.
+load_dotenv(BASE_DIR / ".env")
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required unless DJANGO_DEBUG is on")
+    SECRET_KEY = "django-insecure-development-key-only-for-debug-mode"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "analytics",
+    "costsim",
+    "feedback",
+    "predictions",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "analytics.api.middleware.ApiBodyLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: DATABASE_URL, or an embedded PostgreSQL started from a pip wheel (config/database.py).
+DATABASES = {
+    "default": {
+        **dj_database_url.parse(resolve_database_url(), conn_max_age=60, conn_health_checks=True),
+        "ENGINE": "django_prometheus.db.backends.postgresql",
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Bodies above 1 MiB get a 413 from ApiBodyLimitMiddleware; Django's own limit sits above it
+# so that the JSON error, not Django's generic 400, is what clients see.
+API_MAX_BODY_BYTES = 1_048_576
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * API_MAX_BODY_BYTES
+
+REDIS_URL = env_str("REDIS_URL") or None
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "analytics.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["analytics.api.permissions.IsTenantKey"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["analytics.api.renderers.MoneyJSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "analytics.api.pagination.CursorPage",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "analytics.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "PAGE_SIZE": 50,
+    "COERCE_DECIMAL_TO_STRING": False,
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "costwise API",
+    "DESCRIPTION": "Cost intelligence for teams running AI agents and LLM features.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Metrics (django-prometheus); migrations metrics are off as in netbox.
+PROMETHEUS_EXPORT_MIGRATIONS = False
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR") or None
+
+INSTANCE_ID = env_str("INSTANCE_ID") or socket.gethostname() or "unknown"
+GIT_COMMIT_SHA = (env_str("GIT_COMMIT_SHA") or "unknown")[:12]
+
+# Celery: Redis in production; a file-system broker needs no server on a fresh machine.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(DATA_DIR / "celery" / "queue"),
+        "data_folder_out": str(DATA_DIR / "celery" / "queue"),
+        "processed_folder": str(DATA_DIR / "celery" / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL == "filesystem://"
+    else {}
+)
+CELERY_RESULT_BACKEND = REDIS_URL or f"file://{DATA_DIR / 'celery' / 'results'}"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_TASK_TIME_LIMIT = 15 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = 14 * 60
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "analytics-hourly-snapshots": {
+        "task": "analytics.hourly_snapshots",
+        "schedule": crontab(minute=5),  # every hour at :05 UTC
+        "options": {"expires": 50 * 60},
+    },
+    "analytics-detect-anomalies": {
+        "task": "analytics.detect_anomalies",
+        "schedule": crontab(minute=10),  # every hour at :10 UTC
+        "options": {"expires": 50 * 60},
+    },
+    "analytics-daily-snapshots": {
+        "task": "analytics.daily_snapshots",
+        "schedule": crontab(hour=0, minute=30),  # every day at 00:30 UTC
+        "options": {"expires": 6 * 3600},
+    },
+    "predictions-run": {
+        "task": "predictions.run_cycle",
+        "schedule": crontab(minute=20),  # every hour at :20 UTC
+        "options": {"expires": 50 * 60},
+    },
+    "feedback-detect-patterns": {
+        "task": "feedback.detect_patterns",
+        "schedule": crontab(minute=20),  # every hour at :20 UTC
+        "options": {"expires": 50 * 60},
+    },
+    "costsim-canary": {
+        "task": "costsim.canary",
+        "schedule": crontab(hour=2, minute=0),  # every day at 02:00 UTC
+        "options": {"expires": 6 * 3600},
+    },
+    "costsim-alert-outbox": {
+        "task": "costsim.deliver_alerts",
+        "schedule": 10.0,  # every 10 seconds
+        "options": {"expires": 9},
+    },
+    "costsim-prune-provenance": {
+        "task": "costsim.prune_provenance",
+        "schedule": crontab(hour=3, minute=0),  # every day at 03:00 UTC
+        "options": {"expires": 6 * 3600},
+    },
+}
+
+# CostSim (spec/costsim.md)
+COSTSIM_V2_SANDBOX = env_bool("COSTSIM_V2_SANDBOX", False)
+COSTSIM_DRIFT_THRESHOLD = env_float("COSTSIM_DRIFT_THRESHOLD", 0.2, minimum=0.0, maximum=1.0)
+COSTSIM_FAILURE_THRESHOLD = env_int("COSTSIM_FAILURE_THRESHOLD", 3, minimum=1)
+COSTSIM_SCHEMA_ERROR_THRESHOLD = env_int("COSTSIM_SCHEMA_ERROR_THRESHOLD", 5, minimum=1)
+COSTSIM_AUTO_RECOVER = env_bool("COSTSIM_AUTO_RECOVER", True)
+COSTSIM_DISABLE_TTL_HOURS = env_float("COSTSIM_DISABLE_TTL_HOURS", 24, minimum=0)
+COSTSIM_PROVENANCE_ENABLED = env_bool("COSTSIM_PROVENANCE_ENABLED", True)
+COSTSIM_PROVENANCE_RETENTION_DAYS = env_int("COSTSIM_PROVENANCE_RETENTION_DAYS", 90, minimum=1)
+COSTSIM_MODEL_VERSION = env_str("COSTSIM_MODEL_VERSION") or "2.0.0"
+COSTSIM_ADAPTER_VERSION = env_str("COSTSIM_ADAPTER_VERSION") or "2.0.0"
+COSTSIM_CANARY_SAMPLE_COUNT = env_int("COSTSIM_CANARY_SAMPLE_COUNT", 100, minimum=10, maximum=1000)
+COSTSIM_CANARY_DRIFT_THRESHOLD = env_float(
+    "COSTSIM_CANARY_DRIFT_THRESHOLD", 0.2, minimum=0.0, maximum=1.0
+)
+COSTSIM_CALIBRATION_TOLERANCE = env_float("COSTSIM_CALIBRATION_TOLERANCE", 0.25, minimum=0.0)
+COSTSIM_RUNBOOK_URL = env_str("COSTSIM_RUNBOOK_URL") or ""
+ALERTMANAGER_URL = (env_str("ALERTMANAGER_URL") or "").rstrip("/") or None
+ALERTMANAGER_TIMEOUT = env_float("ALERTMANAGER_TIMEOUT", 10, minimum=0.1)
+COSTSIM_ALERT_MAX_ATTEMPTS = env_int("COSTSIM_ALERT_MAX_ATTEMPTS", 10, minimum=1)
+COSTSIM_ALERT_BATCH_SIZE = env_int("COSTSIM_ALERT_BATCH_SIZE", 10, minimum=1)
+
+# Analytics, feedback and predictions
+ANALYTICS_SNAPSHOT_THRESHOLD_PCT = env_float("ANALYTICS_SNAPSHOT_THRESHOLD_PCT", 200, minimum=0)
+FAILURE_PATTERN_THRESHOLD = env_int("FAILURE_PATTERN_THRESHOLD", 3, minimum=1)
+FAILURE_PATTERN_WINDOW_HOURS = env_int("FAILURE_PATTERN_WINDOW_HOURS", 24, minimum=1)
+COST_SPIKE_THRESHOLD_PERCENT = env_float("COST_SPIKE_THRESHOLD_PERCENT", 50, minimum=0)
+COST_SPIKE_MIN_RUNS = env_int("COST_SPIKE_MIN_RUNS", 5, minimum=2)
+PREDICTION_VALIDITY_HOURS = env_int("PREDICTION_VALIDITY_HOURS", 24, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
