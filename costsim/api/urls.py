@@ -1,5 +1,7 @@
-"""Routes of this app: viewsets go on the shared router, other views are returned as paths."""
+"""CostSim routes: simulation/provenance and the safety net are registered separately."""
+
+from costsim.api import safety_urls, simulation_urls
 
 
 def register(router) -> list:
-    return []
+    return [*simulation_urls.register(router), *safety_urls.register(router)]
