@@ -33,3 +33,12 @@ def short_hash(value: Any, length: int = 16) -> str:
 def random_hex12() -> str:
     """Return a random 12-hex-character identifier (breaker incidents, canary run ids)."""
     return uuid.uuid4().hex[:12]
+
+
+def sha256_text_hex(text: str) -> str:
+    """Return the lowercase hex SHA-256 of ``text`` encoded as UTF-8, with no JSON quoting.
+
+    Error signatures hash the normalised error text itself; PostgreSQL's
+    ``encode(sha256(convert_to(text, 'UTF8')), 'hex')`` gives the same digest.
+    """
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

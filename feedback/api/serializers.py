@@ -1,0 +1,107 @@
+from rest_framework import serializers
+
+from analytics.api.fields import AwareDateTimeField, StrictSerializer
+from feedback.choices import FeedbackSeverity, PatternType
+from feedback.models import PatternFeedback
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+class FeedbackListQuerySerializer(serializers.Serializer):
+    pattern_type = serializers.ChoiceField(choices=PatternType.choices, required=False)
+    severity = serializers.ChoiceField(choices=FeedbackSeverity.choices, required=False)
+    acknowledged = serializers.BooleanField(required=False, allow_null=True, default=None)
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+class FeedbackEmptyBodySerializer(StrictSerializer):
+    """`{}`: the verbs take no input, and unknown fields are still a 400."""
+
+
+class FeedbackItemSerializer(serializers.ModelSerializer):
+    description = serializers.CharField(source="short_description")
+    provenance_count = serializers.IntegerField(source="provenance_length")
+    detected_at = AwareDateTimeField()
+
+    class Meta:
+        model = PatternFeedback
+        fields = [
+            "id",
+            "pattern_type",
+            "severity",
+            "description",
+            "signature",
+            "occurrence_count",
+            "detected_at",
+            "acknowledged",
+            "provenance_count",
+        ]
+        read_only_fields = fields
+
+
+class FeedbackDetailSerializer(serializers.ModelSerializer):
+    detected_at = AwareDateTimeField()
+    created_at = AwareDateTimeField()
+    updated_at = AwareDateTimeField()
+    acknowledged_at = AwareDateTimeField()
+    provenance = serializers.ListField(child=serializers.CharField())
+    metadata = serializers.DictField()
+
+    class Meta:
+        model = PatternFeedback
+        fields = [
+            "id",
+            "pattern_type",
+            "severity",
+            "description",
+            "signature",
+            "provenance",
+            "occurrence_count",
+            "time_window_minutes",
+            "threshold_used",
+            "metadata",
+            "detected_at",
+            "created_at",
+            "updated_at",
+            "acknowledged",
+            "acknowledged_at",
+            "acknowledged_by",
+        ]
+        read_only_fields = fields
+
+
+class FeedbackCountsByTypeSerializer(serializers.Serializer):
+    failure_pattern = serializers.IntegerField()
+    cost_spike = serializers.IntegerField()
+
+
+class FeedbackCountsBySeveritySerializer(serializers.Serializer):
+    info = serializers.IntegerField()
+    warning = serializers.IntegerField()
+    critical = serializers.IntegerField()
+
+
+class FeedbackListSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    by_type = FeedbackCountsByTypeSerializer()
+    by_severity = FeedbackCountsBySeveritySerializer()
+    items = FeedbackItemSerializer(many=True)
+
+
+class FeedbackStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    acknowledged = serializers.IntegerField()
+    unacknowledged = serializers.IntegerField()
+    by_type = FeedbackCountsByTypeSerializer()
+    by_severity = FeedbackCountsBySeveritySerializer()
+
+
+class PatternDetectionResultSerializer(serializers.Serializer):
+    failure_patterns = serializers.IntegerField()
+    cost_spikes = serializers.IntegerField()
+    feedback_created = serializers.IntegerField()
+    feedback_updated = serializers.IntegerField()

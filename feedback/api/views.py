@@ -1,0 +1,81 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from analytics.api.permissions import request_actor
+from analytics.api.viewsets import TenantScopedMixin
+from feedback.api.serializers import (
+    FeedbackDetailSerializer,
+    FeedbackEmptyBodySerializer,
+    FeedbackItemSerializer,
+    FeedbackListQuerySerializer,
+    FeedbackListSerializer,
+    FeedbackStatsSerializer,
+    PatternDetectionResultSerializer,
+)
+from feedback.models import PatternFeedback
+from feedback.selectors import feedback_counts, feedback_list, feedback_list_items
+from feedback.services.patterns import feedback_acknowledge, patterns_detect
+
+
+@extend_schema(tags=["feedback"])
+class FeedbackViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Pattern feedback of the caller's tenant: list, detail, stats, acknowledge, detect."""
+
+    serializer_class = FeedbackDetailSerializer
+    pagination_class = None
+    queryset = PatternFeedback.objects.none()
+
+    def get_tenant_queryset(self, tenant):
+        return feedback_list(tenant=tenant)
+
+    @extend_schema(parameters=[FeedbackListQuerySerializer], responses=FeedbackListSerializer)
+    def list(self, request):
+        query = FeedbackListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        filtered = feedback_list(
+            tenant=self.get_tenant(),
+            pattern_type=params.get("pattern_type"),
+            severity=params.get("severity"),
+            acknowledged=params["acknowledged"],
+        )
+        counts = feedback_counts(filtered)
+        limit, offset = params["limit"], params["offset"]
+        items = feedback_list_items(filtered)[offset : offset + limit]
+        return Response(
+            {
+                "total": counts["total"],
+                "limit": limit,
+                "offset": offset,
+                "by_type": counts["by_type"],
+                "by_severity": counts["by_severity"],
+                "items": FeedbackItemSerializer(items, many=True).data,
+            }
+        )
+
+    @extend_schema(responses=FeedbackStatsSerializer)
+    @action(detail=False, methods=["get"])
+    def stats(self, request):
+        counts = feedback_counts(feedback_list(tenant=self.get_tenant()))
+        return Response(FeedbackStatsSerializer(counts).data)
+
+    @extend_schema(
+        request=FeedbackEmptyBodySerializer,
+        responses=FeedbackDetailSerializer,
+        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH)],
+    )
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        feedback = self.get_object()
+        FeedbackEmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        feedback = feedback_acknowledge(feedback=feedback, actor=request_actor(request))
+        return Response(FeedbackDetailSerializer(feedback).data)
+
+    @extend_schema(request=FeedbackEmptyBodySerializer, responses=PatternDetectionResultSerializer)
+    @action(detail=False, methods=["post"])
+    def detect(self, request):
+        FeedbackEmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        result = patterns_detect(tenant=self.get_tenant())
+        return Response(PatternDetectionResultSerializer(result).data)

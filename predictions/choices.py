@@ -1,0 +1,14 @@
+"""Enums of the predictions app (SPEC.md §3.5); plain enums, safe to import from engines."""
+
+from django.db import models
+
+
+class PredictionType(models.TextChoices):
+    FAILURE_LIKELIHOOD = "failure_likelihood", "Failure likelihood"
+    COST_OVERRUN = "cost_overrun", "Cost overrun"
+
+
+class SubjectType(models.TextChoices):
+    WORKER = "worker", "Worker"
+    RUN = "run", "Run"
+    TENANT = "tenant", "Tenant"

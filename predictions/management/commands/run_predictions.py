@@ -1,0 +1,50 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from analytics.models import Tenant
+from predictions.services.cycle import prediction_cycles_run
+
+
+class Command(BaseCommand):
+    help = "Run the prediction cycle (failure likelihood, cost overrun) for one or all tenants."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tenant", metavar="SLUG", help="only this tenant")
+
+    def handle(self, *args, tenant: str | None = None, **options):
+        tenants = None
+        if tenant is not None:
+            tenants = [_active_tenant(tenant)]
+        summary = prediction_cycles_run(tenants=tenants, on_tenant_done=self._report)
+        if summary["failed"]:
+            raise CommandError(
+                f"Prediction cycle failed for {len(summary['failed'])} of "
+                f"{summary['tenants']} tenant(s): {', '.join(summary['failed'])}"
+            )
+        totals = summary["totals"]
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Prediction cycle done for {summary['tenants']} tenant(s): "
+                f"{totals['predictions_created']} prediction(s) written, "
+                f"{totals['errors']} emission error(s)."
+            )
+        )
+
+    def _report(self, tenant: Tenant, result: dict | None, error: Exception | None) -> None:
+        if error is not None:
+            self.stderr.write(f"{tenant.slug}: failed: {error}")
+            return
+        self.stdout.write(
+            f"{tenant.slug}: {len(result['failure_predictions'])} failure likelihood, "
+            f"{len(result['cost_predictions'])} cost overrun prediction(s) written"
+        )
+        for message in result["errors"]:
+            self.stderr.write(f"{tenant.slug}: emission error: {message}")
+
+
+def _active_tenant(slug: str) -> Tenant:
+    found = Tenant.objects.filter(slug=slug).first()
+    if found is None:
+        raise CommandError(f"Unknown tenant {slug!r}.")
+    if not found.is_active:
+        raise CommandError(f"Tenant {slug!r} is inactive.")
+    return found
