@@ -17,7 +17,7 @@ app.autodiscover_tasks()
 def _ensure_filesystem_broker_folders(sender, **kwargs) -> None:
     # The file-system transport expects its folders to exist before the first publish.
     options = sender.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for key in ("data_folder_in", "data_folder_out", "control_folder"):
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
     backend = sender.conf.result_backend or ""

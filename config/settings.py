@@ -46,6 +46,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "analytics.api.middleware.ApiBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Admin and Swagger UI assets are served by the service itself, also under gunicorn.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -95,6 +97,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Without collectstatic (tests, a fresh `make run`), serve straight from the app folders.
+WHITENOISE_USE_FINDERS = True
 
 # Bodies above 1 MiB get a 413 from ApiBodyLimitMiddleware; Django's own limit sits above it
 # so that the JSON error, not Django's generic 400, is what clients see.
@@ -151,7 +159,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         "data_folder_in": str(DATA_DIR / "celery" / "queue"),
         "data_folder_out": str(DATA_DIR / "celery" / "queue"),
-        "processed_folder": str(DATA_DIR / "celery" / "processed"),
+        # Queue bindings; the default is ./control of whatever directory a process runs in.
+        "control_folder": str(DATA_DIR / "celery" / "control"),
         "store_processed": False,
     }
     if CELERY_BROKER_URL == "filesystem://"

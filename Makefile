@@ -1,0 +1,62 @@
+# Developer entry points. Without DATABASE_URL every target uses the embedded PostgreSQL
+# (config/database.py); with it, that server.
+#
+#   make run                      web + Celery worker + beat on http://127.0.0.1:8000/
+#   make test PYTEST_ARGS="-k x"  the test suite (arguments passed to pytest)
+#                                 PYTEST_ALLOW_EMPTY=1 accepts "no tests collected"
+#   make lint                     ruff
+#   make bench BENCH_ARGS=...     every bench/*.py in turn
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall only when requirements.txt changes; the stamp lives in the venv it describes.
+STAMP := $(VENV)/.requirements.stamp
+PYTEST_ARGS ?=
+PYTEST_ALLOW_EMPTY ?=
+BENCH_ARGS ?=
+
+.PHONY: venv install run test lint format bench
+
+venv: $(BIN)/python
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
+	touch $@
+
+run: install
+	$(BIN)/python scripts/run.py
+
+# pytest exits 5 when it collected no tests: a failure, unless PYTEST_ALLOW_EMPTY=1.
+test: install
+	@echo "$(BIN)/pytest $(PYTEST_ARGS)"; \
+	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ "$$status" -eq 5 ] && [ "$(PYTEST_ALLOW_EMPTY)" = 1 ]; then \
+		echo "pytest collected no tests (PYTEST_ALLOW_EMPTY=1)"; status=0; \
+	fi; \
+	exit $$status
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Files starting with "_" are helpers, not benchmarks.
+bench: install
+	@found=0; \
+	for script in bench/*.py; do \
+		case "$$(basename "$$script")" in _*) continue;; esac; \
+		[ -f "$$script" ] || continue; \
+		found=1; \
+		echo "== $$script"; \
+		$(BIN)/python "$$script" $(BENCH_ARGS) || exit $$?; \
+	done; \
+	[ "$$found" = 1 ] || echo "no bench/*.py yet"
