@@ -5,3 +5,14 @@ class CostsimConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "costsim"
     verbose_name = "CostSim"
+
+    def ready(self) -> None:
+        # Importing the metrics module creates the closed-set counters at zero in every
+        # process (web, worker, beat) before anything is recorded.
+        from config.ops import register_scrape_collector
+        from costsim import metrics  # noqa: F401
+        from costsim.collectors import STATE_COLLECTOR
+
+        # Scrape-time collectors are added to the single-process and the multiprocess
+        # /metrics alike; registering in the default registry too would emit them twice.
+        register_scrape_collector(STATE_COLLECTOR)

@@ -1,0 +1,217 @@
+"""Safety-net endpoints: breaker, incidents, canary, datasets, alert rules, divergence,
+calibration (spec/api.md §5). Each view validates its input, calls one service and
+serializes the result.
+"""
+
+from functools import partial
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics.api.permissions import (
+    IsAuthenticatedCaller,
+    IsStaff,
+    IsTenantKey,
+    request_actor,
+    request_tenant,
+)
+from costsim.api import safety_serializers as s
+from costsim.services import alert_rules, datasets
+from costsim.services.breaker import (
+    breaker_disable,
+    breaker_enable,
+    breaker_state_view,
+    incident_list,
+)
+from costsim.services.calibration import calibration_report
+from costsim.services.canary import canary_report_list, canary_run
+from costsim.services.divergence import divergence_report
+from costsim.services.estimators import estimate_v2
+
+
+def _query(serializer_class, request) -> dict:
+    # A plain dict, not the QueryDict: DRF reads a missing boolean in form-like input as
+    # False, which would turn "no filter" into "passed=false".
+    serializer = serializer_class(data=request.query_params.dict())
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _body(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _configured_estimate_v2():
+    return partial(
+        estimate_v2,
+        model_version=settings.COSTSIM_MODEL_VERSION,
+        adapter_version=settings.COSTSIM_ADAPTER_VERSION,
+        commit_sha=settings.GIT_COMMIT_SHA,
+    )
+
+
+# Breaker and incidents ----------------------------------------------------------------
+
+
+class IncidentListView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(parameters=[s.IncidentListQuerySerializer], responses=s.IncidentListSerializer)
+    def get(self, request):
+        query = _query(s.IncidentListQuerySerializer, request)
+        incidents, total = incident_list(
+            include_resolved=query["include_resolved"], limit=query["limit"]
+        )
+        return Response(s.IncidentListSerializer({"incidents": incidents, "total": total}).data)
+
+
+class BreakerDisableView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=s.BreakerDisableInputSerializer, responses=s.BreakerStateSerializer)
+    def post(self, request):
+        data = _body(s.BreakerDisableInputSerializer, request)
+        breaker = breaker_disable(
+            reason=data["reason"], actor=request_actor(request), ttl_hours=data.get("ttl_hours")
+        )
+        return Response(s.BreakerStateSerializer(breaker_state_view(breaker)).data)
+
+
+class BreakerEnableView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        request=s.BreakerEnableInputSerializer, responses=s.BreakerEnableOutputSerializer
+    )
+    def post(self, request):
+        data = _body(s.BreakerEnableInputSerializer, request)
+        result = breaker_enable(reason=data.get("reason") or None, actor=request_actor(request))
+        payload = {
+            "changed": result.changed,
+            "message": result.message,
+            "state": breaker_state_view(result.breaker),
+        }
+        return Response(s.BreakerEnableOutputSerializer(payload).data)
+
+
+# Canary -------------------------------------------------------------------------------
+
+
+class CanaryRunView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=s.CanaryRunInputSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request):
+        data = _body(s.CanaryRunInputSerializer, request)
+        report = canary_run(
+            sample_count=data["sample_count"], drift_threshold=data["drift_threshold"]
+        )
+        return Response(report.to_dict())
+
+
+class CanaryReportListView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(
+        parameters=[s.CanaryReportListQuerySerializer], responses=s.CanaryReportListSerializer
+    )
+    def get(self, request):
+        query = _query(s.CanaryReportListQuerySerializer, request)
+        reports, total = canary_report_list(
+            status=query.get("status"), passed=query["passed"], limit=query["limit"]
+        )
+        return Response(s.CanaryReportListSerializer({"reports": reports, "total": total}).data)
+
+
+# Reference datasets -------------------------------------------------------------------
+
+
+class DatasetListView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(operation_id="costsim_datasets_list", responses={200: {"type": "array"}})
+    def get(self, request):
+        return Response(datasets.dataset_views())
+
+
+class DatasetDetailView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, dataset_id: str):
+        try:
+            dataset = datasets.dataset_get(dataset_id)
+        except datasets.UnknownDataset:
+            raise exceptions.NotFound(f"Dataset not found: {dataset_id}") from None
+        return Response(dataset.detail_view())
+
+
+class DatasetValidateView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(request=s.EmptyInputSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request, dataset_id: str):
+        _body(s.EmptyInputSerializer, request)
+        try:
+            result = datasets.validate_dataset(dataset_id, estimate=_configured_estimate_v2())
+        except datasets.UnknownDataset as exc:
+            raise exceptions.NotFound(str(exc)) from None
+        return Response(result)
+
+
+class DatasetValidateAllView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(request=s.EmptyInputSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request):
+        _body(s.EmptyInputSerializer, request)
+        return Response(datasets.validate_all(estimate=_configured_estimate_v2()))
+
+
+# Alert rules --------------------------------------------------------------------------
+
+
+class AlertRulesView(APIView):
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(responses={(200, alert_rules.CONTENT_TYPE): OpenApiTypes.STR})
+    def get(self, request):
+        # The stored bytes, not a re-serialisation: what promtool checked is what is served.
+        return HttpResponse(alert_rules.alert_rules_bytes(), content_type=alert_rules.CONTENT_TYPE)
+
+
+# Tenant reports -----------------------------------------------------------------------
+
+
+class DivergenceView(APIView):
+    permission_classes = [IsTenantKey]
+
+    @extend_schema(parameters=[s.DivergenceQuerySerializer], responses=s.DivergenceReportSerializer)
+    def get(self, request):
+        query = _query(s.DivergenceQuerySerializer, request)
+        report = divergence_report(tenant=request_tenant(request), days=query["days"])
+        return Response(s.DivergenceReportSerializer(report).data)
+
+
+class CalibrationView(APIView):
+    permission_classes = [IsTenantKey]
+
+    @extend_schema(
+        parameters=[s.CalibrationQuerySerializer], responses=s.CalibrationReportSerializer
+    )
+    def get(self, request):
+        query = _query(s.CalibrationQuerySerializer, request)
+        report = calibration_report(
+            tenant=request_tenant(request),
+            start=query["from"],
+            end=query["to"],
+            tolerance=settings.COSTSIM_CALIBRATION_TOLERANCE,
+        )
+        return Response(s.CalibrationReportSerializer(report).data)
