@@ -1,6 +1,7 @@
 """The one settings module; every value is read from the environment (see .env.example)."""
 
 import socket
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -101,8 +102,10 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-# Without collectstatic (tests, a fresh `make run`), serve straight from the app folders.
+# Without collectstatic (tests, a fresh `make run`), serve straight from the app folders;
+# the then missing STATIC_ROOT is expected, not worth a warning on every start.
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # Bodies above 1 MiB get a 413 from ApiBodyLimitMiddleware; Django's own limit sits above it
 # so that the JSON error, not Django's generic 400, is what clients see.
