@@ -1,1 +1,121 @@
-"""Admin pages for this area (registered on import)."""
+"""Provenance in the operator console: read-only, filterable, payloads pretty-printed."""
+
+import json
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from costsim.models import Provenance
+
+
+def _pretty_json(value) -> str:
+    if value is None:
+        return "-"
+    return format_html(
+        '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
+        json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
+    )
+
+
+@admin.register(Provenance)
+class ProvenanceAdmin(admin.ModelAdmin):
+    """Append-only rows: nothing can be added, changed or deleted here.
+
+    Only the retention prune deletes provenance, so the delete action is gone too.
+    """
+
+    list_display = (
+        "id",
+        "created_at",
+        "tenant",
+        "variant_slug",
+        "source",
+        "verdict",
+        "drift_score",
+        "v1_cost",
+        "v2_cost",
+        "cost_delta",
+        "input_hash",
+        "run_id",
+    )
+    list_filter = ("variant_slug", "source", "verdict", "created_at", "tenant")
+    list_select_related = ("tenant",)
+    # Exact matches: the hashes are opaque, and a prefix search would scan the table.
+    search_fields = ("=input_hash", "=output_hash", "=run_id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    # Counting a provenance table of millions of rows on every page view is not worth it.
+    show_full_result_count = False
+    list_per_page = 50
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "tenant",
+                    "created_at",
+                    "run_id",
+                    ("variant_slug", "source"),
+                    ("model_version", "adapter_version", "commit_sha"),
+                )
+            },
+        ),
+        (
+            "Comparison",
+            {
+                "fields": (
+                    ("v1_cost", "v2_cost", "cost_delta"),
+                    ("drift_score", "verdict"),
+                    ("v2_status", "runtime_ms"),
+                )
+            },
+        ),
+        ("Input", {"fields": ("input_hash", "input_pretty")}),
+        ("Output", {"fields": ("output_hash", "output_pretty")}),
+    )
+    readonly_fields = (
+        "tenant",
+        "created_at",
+        "run_id",
+        "variant_slug",
+        "source",
+        "model_version",
+        "adapter_version",
+        "commit_sha",
+        "v1_cost",
+        "v2_cost",
+        "cost_delta",
+        "drift_score",
+        "verdict",
+        "v2_status",
+        "runtime_ms",
+        "input_hash",
+        "input_pretty",
+        "output_hash",
+        "output_pretty",
+    )
+
+    @admin.display(description="input JSON")
+    def input_pretty(self, obj: Provenance) -> str:
+        return _pretty_json(obj.input_json)
+
+    @admin.display(description="output JSON (V2 result)")
+    def output_pretty(self, obj: Provenance) -> str:
+        return _pretty_json(obj.output_json)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        # The changelist never shows the payloads; only the detail page needs them.
+        url_name = getattr(request.resolver_match, "url_name", None) or ""
+        if url_name.endswith("changelist"):
+            queryset = queryset.defer("input_json", "output_json")
+        return queryset
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -19,6 +19,9 @@ class LockId(IntEnum):
     # analytics issues the same statements itself (it must not import costsim);
     # listed here so the registry stays complete.
     ANALYTICS_DAILY = 7004
+    # Transaction-level and waiting: serialises backfill batches so two imports running
+    # side by side cannot both insert the same (tenant, input_hash).
+    PROVENANCE_BACKFILL = 7005
 
 
 @contextmanager

@@ -1,0 +1,275 @@
+"""Input and output shapes of the simulation and provenance endpoints (spec/api.md §5).
+
+The simulation body is checked by a hand-written validator instead of nested DRF
+serializers: a 200-step plan would build and run hundreds of field objects per request,
+and the simulate endpoints must stay cheap. It reports every problem at once, with the
+request's own paths (`plan[0].iterations`), through DRF's ValidationError so the shared
+exception handler renders the usual error body.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework import serializers
+
+from analytics.api.fields import AwareDateTimeField
+from costsim.models import Provenance, ProvenanceSource, Variant
+from costsim.services.estimators import DEFAULT_BUDGET_CENTS
+from costsim.services.provenance import unstorable_text_path
+
+SKILL_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
+# fullmatch, because "$" would also accept a trailing newline.
+_SKILL_RE = re.compile(SKILL_PATTERN)
+INPUT_HASH_RE = re.compile(r"\A[0-9a-f]{16}\Z")
+
+MAX_PLAN_STEPS = 200
+MAX_ALLOWED_SKILLS = 200
+MAX_RUN_ID_LENGTH = 64
+MAX_ITERATIONS = 100
+
+BODY_KEYS = frozenset({"plan", "budget_cents", "allowed_skills", "run_id"})
+STEP_KEYS = frozenset({"skill", "params", "iterations"})
+# Params whose type the estimators rely on; every other key in `params` is free.
+STRING_PARAMS = ("prompt", "url", "command")
+
+REQUIRED = "is required"
+UNKNOWN_FIELD = "unknown field"
+NOT_INTEGER = "must be an integer"
+NOT_STRING = "must be a string"
+NOT_OBJECT = "must be an object"
+NOT_LIST = "must be a list"
+BAD_SKILL = f"must match ^{SKILL_PATTERN}$"
+UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
+
+
+@dataclass(frozen=True)
+class SimulationInput:
+    """A validated simulation body.
+
+    `plan` has every step completed with its defaults (params {}, iterations 1);
+    `raw_plan` is the plan exactly as received, which is what provenance hashes.
+    `allowed_skills` is None when the body omitted it or sent null.
+    """
+
+    plan: list[dict[str, Any]]
+    raw_plan: list[Any]
+    budget_cents: int
+    allowed_skills: list[str] | None
+    run_id: str | None
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass in Python, but `true` is not an integer in JSON.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_skill(value: Any) -> bool:
+    return isinstance(value, str) and _SKILL_RE.fullmatch(value) is not None
+
+
+def _step_errors(index: int, step: Any, errors: dict[str, list[str]]) -> dict[str, Any] | None:
+    """Validate one step; return it completed with defaults, or None after adding errors."""
+    path = f"plan[{index}]"
+    if not isinstance(step, dict):
+        errors[path] = [NOT_OBJECT]
+        return None
+    before = len(errors)
+    for key in step.keys() - STEP_KEYS:
+        errors[f"{path}.{key}"] = [UNKNOWN_FIELD]
+
+    skill = step.get("skill")
+    if skill is None:
+        errors[f"{path}.skill"] = [REQUIRED]
+    elif not _is_skill(skill):
+        errors[f"{path}.skill"] = [BAD_SKILL]
+
+    params = step.get("params", {})
+    if not isinstance(params, dict):
+        errors[f"{path}.params"] = [NOT_OBJECT]
+    else:
+        for name in STRING_PARAMS:
+            if name in params and not isinstance(params[name], str):
+                errors[f"{path}.params.{name}"] = [NOT_STRING]
+        if "timeout" in params:
+            timeout = params["timeout"]
+            if not _is_number(timeout) or not timeout > 0:
+                errors[f"{path}.params.timeout"] = ["must be a number greater than 0"]
+
+    iterations = step.get("iterations", 1)
+    if not _is_int(iterations):
+        errors[f"{path}.iterations"] = [NOT_INTEGER]
+    elif not 1 <= iterations <= MAX_ITERATIONS:
+        errors[f"{path}.iterations"] = [f"must be between 1 and {MAX_ITERATIONS}"]
+
+    if len(errors) != before:
+        return None
+    return {"skill": skill, "params": params, "iterations": iterations}
+
+
+def parse_simulation_body(data: Any) -> SimulationInput:
+    """Validate a simulation body; raise ValidationError naming every bad field."""
+    if not isinstance(data, dict):
+        raise serializers.ValidationError({"non_field_errors": ["must be a JSON object"]})
+    errors: dict[str, list[str]] = {}
+    for key in sorted(data.keys() - BODY_KEYS):
+        errors[key] = [UNKNOWN_FIELD]
+
+    raw_plan = data.get("plan")
+    plan: list[dict[str, Any]] = []
+    if raw_plan is None:
+        errors["plan"] = [REQUIRED]
+    elif not isinstance(raw_plan, list):
+        errors["plan"] = [NOT_LIST]
+    elif not 1 <= len(raw_plan) <= MAX_PLAN_STEPS:
+        errors["plan"] = [f"must contain between 1 and {MAX_PLAN_STEPS} steps"]
+    else:
+        for index, step in enumerate(raw_plan):
+            completed = _step_errors(index, step, errors)
+            if completed is not None:
+                plan.append(completed)
+
+    budget_cents = data.get("budget_cents", DEFAULT_BUDGET_CENTS)
+    if not _is_int(budget_cents):
+        errors["budget_cents"] = [NOT_INTEGER]
+    elif budget_cents < 0:
+        errors["budget_cents"] = ["must be greater than or equal to 0"]
+
+    allowed_skills = data.get("allowed_skills")
+    if allowed_skills is not None:
+        if not isinstance(allowed_skills, list):
+            errors["allowed_skills"] = [NOT_LIST]
+        elif len(allowed_skills) > MAX_ALLOWED_SKILLS:
+            errors["allowed_skills"] = [f"must contain at most {MAX_ALLOWED_SKILLS} skills"]
+        else:
+            for index, skill in enumerate(allowed_skills):
+                if not _is_skill(skill):
+                    errors[f"allowed_skills[{index}]"] = [BAD_SKILL]
+
+    run_id = data.get("run_id")
+    if run_id is not None:
+        if not isinstance(run_id, str):
+            errors["run_id"] = [NOT_STRING]
+        elif not run_id.strip():
+            errors["run_id"] = ["must not be blank"]
+        elif len(run_id) > MAX_RUN_ID_LENGTH:
+            errors["run_id"] = [f"must be at most {MAX_RUN_ID_LENGTH} characters"]
+
+    if not errors:
+        # Provenance stores the plan and run_id as received; PostgreSQL would refuse them.
+        bad_text = unstorable_text_path(raw_plan, "plan") or unstorable_text_path(run_id, "run_id")
+        if bad_text is not None:
+            errors[bad_text] = [UNSTORABLE_TEXT]
+    if errors:
+        raise serializers.ValidationError(errors)
+    return SimulationInput(
+        plan=plan,
+        raw_plan=raw_plan,
+        budget_cents=budget_cents,
+        allowed_skills=allowed_skills,
+        run_id=run_id,
+    )
+
+
+class SimulationStepSerializer(serializers.Serializer):
+    """Documentation of a plan step; parse_simulation_body does the checking."""
+
+    skill = serializers.RegexField(rf"^{SKILL_PATTERN}$")
+    params = serializers.DictField(required=False, default=dict)
+    iterations = serializers.IntegerField(min_value=1, max_value=MAX_ITERATIONS, default=1)
+
+
+class SimulationBodySerializer(serializers.Serializer):
+    """Documentation of the simulation body (OpenAPI only); see parse_simulation_body."""
+
+    plan = SimulationStepSerializer(many=True, min_length=1, max_length=MAX_PLAN_STEPS)
+    budget_cents = serializers.IntegerField(min_value=0, default=DEFAULT_BUDGET_CENTS)
+    allowed_skills = serializers.ListField(
+        child=serializers.RegexField(rf"^{SKILL_PATTERN}$"),
+        max_length=MAX_ALLOWED_SKILLS,
+        required=False,
+        allow_null=True,
+    )
+    run_id = serializers.CharField(max_length=MAX_RUN_ID_LENGTH, required=False, allow_null=True)
+
+
+class _WindowSerializer(serializers.Serializer):
+    """`from`/`to` query parameters: aware datetimes, half-open window, from before to."""
+
+    def get_fields(self):
+        # `from` is a Python keyword, so these two cannot be declared as class attributes.
+        fields = super().get_fields()
+        fields["from"] = AwareDateTimeField(required=False)
+        fields["to"] = AwareDateTimeField(required=False)
+        return fields
+
+    def validate(self, attrs):
+        start, end = attrs.get("from"), attrs.get("to")
+        if start is not None and end is not None and start >= end:
+            raise serializers.ValidationError({"from": ["must be before 'to'"]})
+        return attrs
+
+
+class ProvenanceFilterSerializer(_WindowSerializer):
+    variant_slug = serializers.ChoiceField(choices=Variant.choices, required=False)
+    source = serializers.ChoiceField(choices=ProvenanceSource.choices, required=False)
+    input_hash = serializers.RegexField(
+        INPUT_HASH_RE,
+        required=False,
+        error_messages={"invalid": "must be 16 lower-case hex characters"},
+    )
+
+
+class DriftStatsFilterSerializer(_WindowSerializer):
+    pass
+
+
+class ProvenanceRowSerializer(serializers.ModelSerializer):
+    """The provenance row view (spec/costsim.md §5.4); payloads stay out of the API."""
+
+    created_at = AwareDateTimeField(read_only=True)
+
+    class Meta:
+        model = Provenance
+        fields = (
+            "id",
+            "run_id",
+            "variant_slug",
+            "source",
+            "model_version",
+            "adapter_version",
+            "commit_sha",
+            "input_hash",
+            "output_hash",
+            "v1_cost",
+            "v2_cost",
+            "cost_delta",
+            "drift_score",
+            "verdict",
+            "v2_status",
+            "runtime_ms",
+            "created_at",
+        )
+        read_only_fields = fields
+
+
+class DriftStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    avg_delta = serializers.FloatField()
+    min_delta = serializers.FloatField()
+    max_delta = serializers.FloatField()
+    stddev_delta = serializers.FloatField()
+
+
+class SimulationStatusSerializer(serializers.Serializer):
+    sandbox_enabled = serializers.BooleanField()
+    circuit_breaker_open = serializers.BooleanField()
+    model_version = serializers.CharField()
+    adapter_version = serializers.CharField()
+    drift_threshold = serializers.FloatField()
+    consecutive_failures = serializers.IntegerField()
+    disabled_until = AwareDateTimeField(allow_null=True)

@@ -1,0 +1,461 @@
+"""Provenance rows: the only code that creates them, the backfill, the export and the prune.
+
+Rows are append-only (spec/costsim.md §5.3): nothing here updates one, and only the
+retention prune deletes them.
+"""
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from analytics.api.fields import format_datetime
+from analytics.hashing import short_hash
+from analytics.models import Tenant
+from costsim import metrics
+from costsim.models import Provenance, ProvenanceSource, Variant
+from costsim.selectors import provenance_existing_keys, provenance_export_rows, tenants_by_slug
+from costsim.services.drift import Comparison
+from costsim.services.estimators import V1Result, V2Result
+from costsim.services.locks import LockId, leader_lock
+
+logger = logging.getLogger(__name__)
+
+INPUT_HASH_LENGTH = 16
+_HEX_DIGITS = frozenset("0123456789abcdef")
+BACKFILL_KEYS = frozenset({"tenant", "cost", "run_id", "input", "input_hash"})
+# v1_cost is a PostgreSQL integer column.
+MAX_COST_CENTS = 2**31 - 1
+# Rows deleted per prune transaction: a retention backlog is removed in short
+# transactions instead of one that holds millions of row locks and its WAL at once.
+PRUNE_CHUNK_SIZE = 10_000
+# Full clean skips the tenant: the caller holds the instance, and checking it would cost
+# one SELECT per row.
+_CLEAN_EXCLUDE = ("tenant",)
+
+
+@dataclass(frozen=True)
+class ProvenanceEntry:
+    """One V2 comparison to record (the arguments of provenance_record)."""
+
+    tenant: Tenant
+    run_id: str | None
+    source: str
+    input_json: dict[str, Any]
+    v1_result: V1Result | None
+    v2_result: V2Result | None
+    comparison: Comparison | None
+
+
+@dataclass
+class BackfillResult:
+    inserted: int = 0  # with dry_run: the rows that would be inserted
+    skipped: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    lines: int = 0  # non-blank lines read so far
+
+
+def unstorable_text_path(value: Any, path: str = "") -> str | None:
+    """Return the path of the first string PostgreSQL cannot store, or None.
+
+    jsonb and text reject NUL characters and unpaired surrogates (both reachable through
+    JSON escapes); dict keys count too. Paths look like `plan[0].params.prompt`.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if unstorable_text_path(key, child) is not None:
+                return child
+            found = unstorable_text_path(item, child)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unstorable_text_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def provenance_input_json(
+    *, plan: Any, budget_cents: int, allowed_skills: Sequence[str] | None
+) -> dict[str, Any]:
+    """Return the input_json of a comparison (spec/costsim.md §5.3).
+
+    `plan` must be the plan exactly as received, without defaults filled in, so that a
+    client can recompute input_hash from its own request. allowed_skills is included only
+    when the request carried a list (an empty list included).
+    """
+    value: dict[str, Any] = {"plan": plan, "budget_cents": budget_cents}
+    if allowed_skills is not None:
+        value["allowed_skills"] = list(allowed_skills)
+    return value
+
+
+def _entry_row(entry: ProvenanceEntry, *, v2_output: dict[str, Any] | None = None) -> Provenance:
+    v1, v2, comparison = entry.v1_result, entry.v2_result, entry.comparison
+    if v2_output is None and v2 is not None:
+        v2_output = v2.to_dict()
+    v1_cost = v1.estimated_cost_cents if v1 is not None else None
+    v2_cost = v2.estimated_cost_cents if v2 is not None else None
+    row = Provenance(
+        tenant=entry.tenant,
+        run_id=entry.run_id,
+        variant_slug=Variant.V2,
+        source=entry.source,
+        model_version=settings.COSTSIM_MODEL_VERSION,
+        adapter_version=settings.COSTSIM_ADAPTER_VERSION,
+        commit_sha=settings.GIT_COMMIT_SHA,
+        input_json=entry.input_json,
+        input_hash=short_hash(entry.input_json, INPUT_HASH_LENGTH),
+        output_json=v2_output,
+        output_hash=v2.output_hash if v2 is not None else "",
+        v1_cost=v1_cost,
+        v2_cost=v2_cost,
+        cost_delta=v2_cost - v1_cost if v1_cost is not None and v2_cost is not None else None,
+        drift_score=comparison.drift_score if comparison is not None else None,
+        verdict=comparison.verdict if comparison is not None else None,
+        v2_status=v2.status if v2 is not None else None,
+        runtime_ms=v2.runtime_ms if v2 is not None else None,
+        created_at=timezone.now(),
+    )
+    row.full_clean(exclude=_CLEAN_EXCLUDE, validate_unique=False, validate_constraints=False)
+    return row
+
+
+def _count_written(rows: Iterable[Provenance]) -> None:
+    for row in rows:
+        metrics.provenance_logs_total.labels(tenant=row.tenant.slug, source=row.source).inc()
+
+
+def provenance_record(
+    *,
+    tenant: Tenant,
+    run_id: str | None,
+    source: str,
+    input_json: dict[str, Any],
+    v1_result: V1Result | None,
+    v2_result: V2Result | None,
+    comparison: Comparison | None,
+    v2_output: dict[str, Any] | None = None,
+) -> Provenance:
+    """Write the provenance row of one V2 comparison (variant `v2`) and return it.
+
+    input_json is stored as given and hashed (first 16 hex of its SHA-256); the versions
+    and commit come from configuration. `v2_output` is `v2_result.to_dict()` when the
+    caller has already built it. Counts the row in
+    costsim_v2_provenance_logs_total{tenant, source}.
+
+    One INSERT, which is a transaction of its own under autocommit (and joins the
+    caller's transaction inside atomic()); no explicit BEGIN/COMMIT, because this runs on
+    every shadowed simulation and each round trip there counts.
+    """
+    row = _entry_row(
+        ProvenanceEntry(
+            tenant=tenant,
+            run_id=run_id,
+            source=source,
+            input_json=input_json,
+            v1_result=v1_result,
+            v2_result=v2_result,
+            comparison=comparison,
+        ),
+        v2_output=v2_output,
+    )
+    row.save(force_insert=True)
+    _count_written([row])
+    return row
+
+
+@transaction.atomic
+def provenance_record_many(*, entries: Sequence[ProvenanceEntry]) -> list[Provenance]:
+    """Write several comparisons with one INSERT; return the rows with their ids.
+
+    All or nothing: a row that fails validation raises before anything is written.
+    """
+    rows = [_entry_row(entry) for entry in entries]
+    if not rows:
+        return []
+    # PostgreSQL returns the generated ids from the bulk INSERT, so every row has its pk.
+    created = Provenance.objects.bulk_create(rows)
+    _count_written(created)
+    return created
+
+
+# Backfill ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BackfillLine:
+    line_no: int
+    slug: str
+    cost: int
+    run_id: str | None
+    input_json: dict[str, Any]
+    input_hash: str
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _backfill_parse(line_no: int, text: str | bytes) -> _BackfillLine | str:
+    """Return the parsed line, or the reason it is rejected."""
+    try:
+        # Bytes are decoded as UTF-8 here; a decoding error is a ValueError like bad JSON.
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
+    if not isinstance(data, dict):
+        return "must be a JSON object"
+    bad_text = unstorable_text_path(data)
+    if bad_text is not None:
+        return f"{bad_text}: contains a NUL character or an unpaired surrogate"
+
+    problems: list[str] = []
+    unknown = sorted(data.keys() - BACKFILL_KEYS)
+    if unknown:
+        problems.append(f"unknown field(s): {', '.join(unknown)}")
+
+    slug = data.get("tenant")
+    if slug is None:
+        problems.append("tenant: is required")
+    elif not isinstance(slug, str) or not slug:
+        problems.append("tenant: must be a tenant slug")
+
+    cost = data.get("cost")
+    if cost is None:
+        problems.append("cost: is required")
+    elif isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
+        problems.append("cost: must be a number >= 0")
+    elif cost != int(cost):
+        # V1 estimates are whole cents; a fraction means the line is not a V1 estimate.
+        problems.append("cost: must be a whole number of cents")
+    elif cost > MAX_COST_CENTS:
+        problems.append(f"cost: must be at most {MAX_COST_CENTS}")
+
+    run_id = data.get("run_id")
+    if run_id is not None and (not isinstance(run_id, str) or not 1 <= len(run_id) <= 64):
+        problems.append("run_id: must be a string of 1 to 64 characters")
+
+    input_json = data.get("input")
+    if input_json is not None and not isinstance(input_json, dict):
+        problems.append("input: must be an object")
+
+    input_hash = data.get("input_hash")
+    if input_hash is not None:
+        # Stored lower-case, as short_hash produces it, so the duplicate check matches.
+        input_hash = input_hash.lower() if isinstance(input_hash, str) else None
+        if input_hash is None or not _is_hex16(input_hash):
+            problems.append("input_hash: must be 16 hex characters")
+    elif input_json is None:
+        problems.append("input or input_hash is required")
+
+    if problems:
+        return "; ".join(problems)
+    if input_hash is None:
+        input_hash = short_hash(input_json, INPUT_HASH_LENGTH)
+    return _BackfillLine(
+        line_no=line_no,
+        slug=slug,
+        cost=int(cost),
+        run_id=run_id,
+        input_json=input_json if input_json is not None else {},
+        input_hash=input_hash,
+    )
+
+
+def _is_hex16(value: str) -> bool:
+    return len(value) == INPUT_HASH_LENGTH and set(value) <= _HEX_DIGITS
+
+
+def _backfill_row(line: _BackfillLine, tenant: Tenant) -> Provenance:
+    row = Provenance(
+        tenant=tenant,
+        run_id=line.run_id,
+        variant_slug=Variant.V1,
+        source=ProvenanceSource.BACKFILL,
+        model_version=settings.COSTSIM_MODEL_VERSION,
+        adapter_version=settings.COSTSIM_ADAPTER_VERSION,
+        commit_sha=settings.GIT_COMMIT_SHA,
+        input_json=line.input_json,
+        input_hash=line.input_hash,
+        v1_cost=line.cost,
+        created_at=timezone.now(),
+    )
+    row.full_clean(exclude=_CLEAN_EXCLUDE, validate_unique=False, validate_constraints=False)
+    return row
+
+
+class _Backfill:
+    """State of one backfill run: tenants resolved so far and keys seen in the file."""
+
+    def __init__(self, *, dry_run: bool):
+        self.dry_run = dry_run
+        self.result = BackfillResult()
+        self.tenants: dict[str, Tenant | None] = {}
+        self.seen: set[tuple[int, str]] = set()
+
+    def run_batch(self, batch: list[tuple[int, str | bytes]]) -> None:
+        parsed: list[_BackfillLine] = []
+        for line_no, text in batch:
+            outcome = _backfill_parse(line_no, text)
+            if isinstance(outcome, str):
+                self.result.errors.append((line_no, outcome))
+            else:
+                parsed.append(outcome)
+
+        unresolved = {line.slug for line in parsed} - self.tenants.keys()
+        if unresolved:
+            found = tenants_by_slug(slugs=unresolved)
+            self.tenants.update({slug: found.get(slug) for slug in unresolved})
+
+        candidates: list[tuple[_BackfillLine, Provenance]] = []
+        for line in parsed:
+            tenant = self.tenants[line.slug]
+            if tenant is None:
+                self.result.errors.append((line.line_no, f"tenant: unknown tenant '{line.slug}'"))
+                continue
+            try:
+                candidates.append((line, _backfill_row(line, tenant)))
+            except ValidationError as exc:
+                reasons = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items())
+                self.result.errors.append((line.line_no, reasons))
+
+        if self.dry_run:
+            self._keep_new(candidates)
+        else:
+            self._insert(candidates)
+
+    @transaction.atomic
+    def _insert(self, candidates: list[tuple[_BackfillLine, Provenance]]) -> None:
+        # Serialise batches of concurrent backfills: the duplicate check below and the
+        # insert must see every row another import committed before this batch.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(LockId.PROVENANCE_BACKFILL)])
+        rows = self._keep_new(candidates)
+        if rows:
+            Provenance.objects.bulk_create(rows)
+            _count_written(rows)
+
+    def _keep_new(self, candidates: list[tuple[_BackfillLine, Provenance]]) -> list[Provenance]:
+        """Count duplicates as skipped and return the rows to insert, in line order."""
+        keys = {(row.tenant_id, line.input_hash) for line, row in candidates}
+        existing = provenance_existing_keys(keys=keys - self.seen)
+        rows = []
+        for line, row in candidates:
+            key = (row.tenant_id, line.input_hash)
+            if key in self.seen or key in existing:
+                self.result.skipped += 1
+                continue
+            self.seen.add(key)
+            rows.append(row)
+        self.result.inserted += len(rows)
+        return rows
+
+
+def provenance_backfill(
+    *,
+    lines: Iterable[str | bytes],
+    batch_size: int = 100,
+    dry_run: bool = False,
+    progress: Callable[[BackfillResult], None] | None = None,
+) -> BackfillResult:
+    """Import V1 baseline provenance from JSONL lines (spec/costsim.md §5.5).
+
+    Each non-blank line (text, or UTF-8 bytes) is `{tenant, cost, run_id?, input?,
+    input_hash?}`. A line whose
+    (tenant, input_hash) already has a row, in the database or earlier in the input, is
+    skipped; a bad line is reported with its 1-based number and the others continue.
+    Per batch: one tenant query for new slugs, one duplicate query, one bulk INSERT, each
+    batch in its own transaction, so an interrupted import keeps its finished batches and
+    re-running it skips them. `progress` is called after every batch. With dry_run nothing
+    is written and the counts are the same.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    backfill = _Backfill(dry_run=dry_run)
+    batch: list[tuple[int, str | bytes]] = []
+    for line_no, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        backfill.result.lines += 1
+        batch.append((line_no, text))
+        if len(batch) >= batch_size:
+            backfill.run_batch(batch)
+            batch = []
+            if progress is not None:
+                progress(backfill.result)
+    if batch:
+        backfill.run_batch(batch)
+        if progress is not None:
+            progress(backfill.result)
+    backfill.result.errors.sort()
+    return backfill.result
+
+
+# Export and prune -------------------------------------------------------------------
+
+
+def provenance_export(
+    *,
+    tenant: Tenant | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    chunk_size: int = 2000,
+) -> Iterator[dict[str, Any]]:
+    """Yield every column of each provenance row, ordered by id, as JSON-ready dicts.
+
+    Rows stream from a server-side cursor, so memory does not grow with the table.
+    created_at is ISO-8601 UTC with a Z; `tenant` is the slug, `tenant_id` the key.
+    """
+    rows = provenance_export_rows(tenant=tenant, start=start, end=end)
+    for row in rows.iterator(chunk_size=chunk_size):
+        slug = row.pop("tenant__slug")
+        row["created_at"] = format_datetime(row["created_at"])
+        yield {"id": row.pop("id"), "tenant_id": row.pop("tenant_id"), "tenant": slug, **row}
+
+
+def provenance_prune(*, days: int, dry_run: bool = False) -> int | None:
+    """Delete provenance created more than `days` days ago; return the count.
+
+    Runs under advisory lock 7003 and returns None, touching nothing, when another
+    process holds it (the lock is re-entrant, so a job that already holds it may call
+    this). Deletes in chunks of PRUNE_CHUNK_SIZE, each its own transaction; with dry_run
+    it only counts.
+    """
+    if days < 0:
+        raise ValueError("days must not be negative")
+    cutoff = timezone.now() - timedelta(days=days)
+    with leader_lock(LockId.PROVENANCE_PRUNE) as acquired:
+        if not acquired:
+            return None
+        # Naming every variant lets the (variant_slug, created_at) index serve the range.
+        expired = Provenance.objects.filter(variant_slug__in=Variant.values, created_at__lt=cutoff)
+        if dry_run:
+            return expired.count()
+        deleted = 0
+        while True:
+            chunk = expired.order_by("id").values("id")[:PRUNE_CHUNK_SIZE]
+            count, _ = Provenance.objects.filter(id__in=chunk).delete()
+            deleted += count
+            if count < PRUNE_CHUNK_SIZE:
+                break
+        logger.info("Pruned %d provenance rows created before %s", deleted, cutoff.isoformat())
+        return deleted
