@@ -1,0 +1,200 @@
+"""Input and output serializers of ingest and tenant data (spec/api.md §2).
+
+The ingest bodies are validated by analytics.api.batches for speed; the `*Input`
+serializers below only describe them in the OpenAPI schema.
+"""
+
+from rest_framework import serializers
+
+from analytics.api.fields import AwareDateTimeField, StrictModelSerializer
+from analytics.models import Budget, CostRecord, FeatureTag, RunRecord, RunStatus
+
+
+class TimeWindowFilterSerializer(serializers.Serializer):
+    """Query filters `from`/`to` (a half-open `[from, to)` window on created_at)."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # `from` is a Python keyword, so it cannot be declared as a class attribute.
+        fields["from"] = AwareDateTimeField(required=False)
+        fields["to"] = AwareDateTimeField(required=False)
+        return fields
+
+    def validate(self, attrs):
+        start, end = attrs.get("from"), attrs.get("to")
+        if start is not None and end is not None and start >= end:
+            raise serializers.ValidationError({"from": ["must be before 'to'"]})
+        return attrs
+
+
+class CostRecordFilterSerializer(TimeWindowFilterSerializer):
+    model = serializers.CharField(required=False, max_length=64)
+    feature_tag = serializers.CharField(required=False, max_length=128)
+    user_id = serializers.CharField(required=False, max_length=64)
+
+
+class RunFilterSerializer(TimeWindowFilterSerializer):
+    worker_id = serializers.CharField(required=False, max_length=64)
+    status = serializers.ChoiceField(required=False, choices=RunStatus.choices)
+
+
+class CostRecordSerializer(StrictModelSerializer):
+    class Meta:
+        model = CostRecord
+        fields = (
+            "id",
+            "idempotency_key",
+            "user_id",
+            "feature_tag",
+            "request_id",
+            "workflow_id",
+            "run_id",
+            "skill_id",
+            "model",
+            "provider",
+            "input_tokens",
+            "output_tokens",
+            "cost_cents",
+            "is_retry",
+            "created_at",
+            "ingested_at",
+        )
+        read_only_fields = fields
+
+
+class RunRecordSerializer(StrictModelSerializer):
+    id = serializers.CharField(source="run_id", read_only=True)
+
+    class Meta:
+        model = RunRecord
+        fields = (
+            "id",
+            "worker_id",
+            "status",
+            "success",
+            "error",
+            "total_tokens",
+            "total_latency_ms",
+            "cost_cents",
+            "is_retry",
+            "attempt",
+            "parent_run_id",
+            "created_at",
+            "started_at",
+            "completed_at",
+            "ingested_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+
+class FeatureTagSerializer(StrictModelSerializer):
+    class Meta:
+        model = FeatureTag
+        fields = (
+            "id",
+            "tag",
+            "display_name",
+            "description",
+            "budget_cents",
+            "is_active",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("id", "created_at", "updated_at")
+
+
+class BudgetSerializer(StrictModelSerializer):
+    class Meta:
+        model = Budget
+        fields = (
+            "id",
+            "budget_type",
+            "entity_id",
+            "daily_limit_cents",
+            "monthly_limit_cents",
+            "warn_threshold_pct",
+            "hard_limit_enabled",
+            "is_active",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("id", "created_at", "updated_at")
+        extra_kwargs = {"entity_id": {"allow_blank": False}}
+
+
+class BudgetPeriodStatusSerializer(serializers.Serializer):
+    spend_cents = serializers.DecimalField(max_digits=18, decimal_places=6)
+    limit_cents = serializers.IntegerField()
+    usage_pct = serializers.FloatField()
+    eta_exhausted_at = AwareDateTimeField(allow_null=True)
+
+
+class BudgetStatusSerializer(serializers.Serializer):
+    daily = BudgetPeriodStatusSerializer(allow_null=True)
+    monthly = BudgetPeriodStatusSerializer(allow_null=True)
+
+
+# --- schema-only descriptions of the batch bodies ---------------------------------------------
+
+
+class CostRecordInputSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField(max_length=64, required=False, allow_null=True)
+    user_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    feature_tag = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_null=True,
+        help_text="Stored as `unclassified` unless it is an active feature tag.",
+    )
+    request_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    workflow_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    run_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    skill_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    model = serializers.CharField(max_length=64)
+    provider = serializers.CharField(max_length=64, required=False, allow_null=True)
+    input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
+    output_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
+    cost_cents = serializers.DecimalField(max_digits=18, decimal_places=6, min_value=0)
+    is_retry = serializers.BooleanField(required=False, default=False)
+    created_at = AwareDateTimeField(
+        required=False, help_text="Default: receipt time; at most receipt time + 5 minutes."
+    )
+
+
+class CostRecordBatchInputSerializer(serializers.Serializer):
+    records = CostRecordInputSerializer(many=True, min_length=1, max_length=1000)
+
+
+class IngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+
+
+class RunInputSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=64, help_text="The client's run id.")
+    worker_id = serializers.CharField(max_length=64)
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    success = serializers.BooleanField(required=False, allow_null=True)
+    error = serializers.CharField(required=False, allow_null=True)
+    total_tokens = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    total_latency_ms = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    cost_cents = serializers.DecimalField(
+        max_digits=18, decimal_places=6, min_value=0, required=False, allow_null=True
+    )
+    is_retry = serializers.BooleanField(required=False)
+    attempt = serializers.IntegerField(min_value=1, required=False)
+    parent_run_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    created_at = AwareDateTimeField(required=False)
+    started_at = AwareDateTimeField(required=False, allow_null=True)
+    completed_at = AwareDateTimeField(required=False, allow_null=True)
+
+
+class RunBatchInputSerializer(serializers.Serializer):
+    runs = RunInputSerializer(many=True, min_length=1, max_length=1000)
+
+
+class RunUpsertResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
