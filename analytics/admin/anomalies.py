@@ -1,1 +1,533 @@
-"""Admin pages for this area (registered on import)."""
+"""The operator's main screen: anomalies to triage, with the evidence to triage them.
+
+Every state change goes through the same lifecycle services as the API, so a status set
+here obeys the same rules (a closed anomaly is never reopened) and records the operator as
+`user:<username>`. Detection output (evaluations, breach history, drift tracking) is shown
+read-only.
+"""
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from analytics.api.errors import Conflict
+from analytics.models import (
+    Anomaly,
+    AnomalyEvaluation,
+    AnomalyStatus,
+    BreachHistory,
+    DriftTracking,
+    FeedbackLabel,
+    Severity,
+)
+from analytics.selectors.anomalies import anomaly_daily_series
+from analytics.services.anomalies import (
+    anomalies_acknowledge,
+    anomalies_label,
+    anomalies_resolve,
+    anomaly_acknowledge,
+    anomaly_resolve,
+)
+
+CLOSE_TEMPLATE = "admin/analytics/anomaly/close_selected.html"
+RESOLVE_ONE_TEMPLATE = "admin/analytics/anomaly/resolve.html"
+SERIES_DAYS = 14
+SEVERITY_COLOURS = {
+    Severity.LOW: "#5b8a72",
+    Severity.MEDIUM: "#c99a2e",
+    Severity.HIGH: "#d0632a",
+    Severity.CRITICAL: "#b3261e",
+}
+STATUS_COLOURS = {
+    AnomalyStatus.OPEN: "#b3261e",
+    AnomalyStatus.ACKNOWLEDGED: "#c99a2e",
+    AnomalyStatus.RESOLVED: "#5b8a72",
+    AnomalyStatus.DISMISSED: "#777777",
+}
+
+
+def request_actor(request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+# --- Action bodies (tests call these directly) -------------------------------------------
+
+
+def acknowledge_anomalies(request, queryset: QuerySet[Anomaly]) -> tuple[dict, str]:
+    """Acknowledge the open anomalies; return the service counts and a message for the user."""
+    counts = anomalies_acknowledge(anomalies=queryset, actor=request_actor(request))
+    text = f"{counts['acknowledged']} anomaly(ies) acknowledged"
+    if counts["unchanged"]:
+        text += f", {counts['unchanged']} already acknowledged"
+    if counts["conflicts"]:
+        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
+    return counts, text + "."
+
+
+def close_anomalies(
+    request, queryset: QuerySet[Anomaly], *, resolution: str, notes: str = ""
+) -> tuple[dict, str]:
+    """Resolve or dismiss the open/acknowledged anomalies with the operator's notes."""
+    counts = anomalies_resolve(
+        anomalies=queryset, actor=request_actor(request), resolution=resolution, notes=notes
+    )
+    text = f"{counts['changed']} anomaly(ies) {resolution}"
+    if counts["conflicts"]:
+        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
+    return counts, text + "."
+
+
+def label_anomalies(request, queryset: QuerySet[Anomaly], *, label: str) -> tuple[dict, str]:
+    counts = anomalies_label(anomalies=queryset, actor=request_actor(request), label=label)
+    return counts, f"{counts['labelled']} anomaly(ies) labelled {label}."
+
+
+# --- Forms and filters -------------------------------------------------------------------
+
+
+class CloseNotesForm(forms.Form):
+    notes = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text="Stored as the resolution notes of every selected anomaly (up to 2000 chars).",
+    )
+
+
+class ResolveOneForm(CloseNotesForm):
+    resolution = forms.ChoiceField(
+        choices=[
+            (AnomalyStatus.RESOLVED.value, "Resolved: a real problem, now handled"),
+            (AnomalyStatus.DISMISSED.value, "Dismissed: not worth acting on"),
+        ],
+        initial=AnomalyStatus.RESOLVED.value,
+        widget=forms.RadioSelect,
+    )
+    field_order = ["resolution", "notes"]
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = "attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("needs", "Needs attention (open or acknowledged)"), ("closed", "Closed")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "needs":
+            return queryset.unresolved()
+        if self.value() == "closed":
+            return queryset.exclude(status__in=[AnomalyStatus.OPEN, AnomalyStatus.ACKNOWLEDGED])
+        return queryset
+
+
+# --- The anomaly console -----------------------------------------------------------------
+
+
+def _badge(text: str, colour: str):
+    return format_html(
+        '<span style="background:{};color:#fff;padding:1px 6px;border-radius:8px;'
+        'font-size:11px;white-space:nowrap">{}</span>',
+        colour,
+        text,
+    )
+
+
+def daily_cost_chart(series, anomaly_day, width: int = 560, height: int = 120) -> dict:
+    """Bar geometry for the inline SVG chart of the daily cost around an anomaly."""
+    if not series:
+        return {"bars": [], "width": width, "height": height}
+    top = max(point.cents for point in series) or 1.0
+    slot = width / len(series)
+    bars = []
+    for index, point in enumerate(series):
+        bar_height = round(point.cents / top * (height - 4), 1)
+        bars.append(
+            {
+                "x": round(index * slot + 1, 1),
+                "y": round(height - bar_height, 1),
+                "width": round(max(slot - 2, 1), 1),
+                "height": bar_height,
+                "day": point.day,
+                "cents": point.cents,
+                "is_anomaly_day": point.day == anomaly_day,
+            }
+        )
+    return {
+        "bars": bars,
+        "width": width,
+        "height": height,
+        "top": top,
+        "first_day": series[0].day,
+        "last_day": series[-1].day,
+    }
+
+
+@admin.register(Anomaly)
+class AnomalyAdmin(admin.ModelAdmin):
+    list_display = (
+        "detected_at",
+        "tenant",
+        "anomaly_type",
+        "severity_badge",
+        "status_badge",
+        "entity",
+        "anomaly_date",
+        "deviation",
+        "derived_cause",
+        "feedback_label",
+    )
+    list_display_links = ("detected_at", "anomaly_type")
+    list_filter = (
+        NeedsAttentionFilter,
+        "status",
+        "severity",
+        "anomaly_type",
+        "entity_type",
+        "derived_cause",
+        "feedback_label",
+        "tenant",
+    )
+    list_select_related = ("tenant",)
+    search_fields = ("entity_id", "message", "tenant__slug")
+    date_hierarchy = "detected_at"
+    ordering = ("-detected_at", "-id")
+    list_per_page = 50
+    actions = (
+        "acknowledge_selected",
+        "resolve_selected",
+        "dismiss_selected",
+        "label_yes",
+        "label_no",
+        "label_planned_activity",
+    )
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "message",
+                    ("anomaly_type", "severity", "status"),
+                    ("tenant", "entity_type", "entity_id"),
+                    ("anomaly_date", "budget_period"),
+                )
+            },
+        ),
+        (
+            "Measurement",
+            {
+                "fields": (
+                    ("current_value_cents", "expected_value_cents"),
+                    ("deviation_pct", "threshold_pct"),
+                    ("breach_count", "derived_cause"),
+                    ("snapshot", "budget"),
+                    "metadata_pretty",
+                )
+            },
+        ),
+        (
+            "Lifecycle",
+            {
+                "fields": (
+                    ("detected_at", "last_detected_at"),
+                    ("acknowledged_at", "acknowledged_by"),
+                    ("resolved_at", "resolved_by"),
+                    "resolution_notes",
+                    ("feedback_label", "feedback_at", "feedback_by"),
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "message",
+        "anomaly_type",
+        "severity",
+        "status",
+        "tenant",
+        "entity_type",
+        "entity_id",
+        "anomaly_date",
+        "budget_period",
+        "current_value_cents",
+        "expected_value_cents",
+        "deviation_pct",
+        "threshold_pct",
+        "breach_count",
+        "derived_cause",
+        "snapshot",
+        "budget",
+        "metadata_pretty",
+        "detected_at",
+        "last_detected_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "resolved_at",
+        "resolved_by",
+        "resolution_notes",
+        "feedback_label",
+        "feedback_at",
+        "feedback_by",
+    )
+
+    # Anomalies are computed: nobody adds, edits or deletes them, they are triaged.
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_triage_permission(self, request) -> bool:
+        return request.user.has_perm("analytics.change_anomaly")
+
+    # --- list columns ---
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_badge(self, obj):
+        return _badge(obj.get_severity_display(), SEVERITY_COLOURS[obj.severity])
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return _badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
+
+    @admin.display(description="entity", ordering="entity_id")
+    def entity(self, obj):
+        return obj.entity_type if obj.entity_id is None else f"{obj.entity_type}: {obj.entity_id}"
+
+    @admin.display(description="deviation", ordering="deviation_pct")
+    def deviation(self, obj):
+        return "—" if obj.deviation_pct is None else f"{obj.deviation_pct:+.1f}%"
+
+    @admin.display(description="metadata")
+    def metadata_pretty(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
+
+    # --- actions ---
+
+    @admin.action(description="Acknowledge selected anomalies", permissions=["triage"])
+    def acknowledge_selected(self, request, queryset):
+        _, text = acknowledge_anomalies(request, queryset)
+        self.message_user(request, text, messages.SUCCESS)
+
+    @admin.action(description="Resolve selected anomalies…", permissions=["triage"])
+    def resolve_selected(self, request, queryset):
+        return self._close_with_notes(request, queryset, AnomalyStatus.RESOLVED)
+
+    @admin.action(description="Dismiss selected anomalies…", permissions=["triage"])
+    def dismiss_selected(self, request, queryset):
+        return self._close_with_notes(request, queryset, AnomalyStatus.DISMISSED)
+
+    @admin.action(description="Label selected: real anomaly (YES)", permissions=["triage"])
+    def label_yes(self, request, queryset):
+        self._label(request, queryset, FeedbackLabel.YES)
+
+    @admin.action(description="Label selected: false alarm (NO)", permissions=["triage"])
+    def label_no(self, request, queryset):
+        self._label(request, queryset, FeedbackLabel.NO)
+
+    @admin.action(description="Label selected: planned activity", permissions=["triage"])
+    def label_planned_activity(self, request, queryset):
+        self._label(request, queryset, FeedbackLabel.PLANNED_ACTIVITY)
+
+    def _label(self, request, queryset, label):
+        _, text = label_anomalies(request, queryset, label=label)
+        self.message_user(request, text, messages.SUCCESS)
+
+    def _close_with_notes(self, request, queryset, resolution):
+        """First pass shows a notes form for the selection; its submit applies the action."""
+        form = CloseNotesForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            _, text = close_anomalies(
+                request, queryset, resolution=resolution, notes=form.cleaned_data["notes"]
+            )
+            self.message_user(request, text, messages.SUCCESS)
+            return None
+        verb = "Resolve" if resolution == AnomalyStatus.RESOLVED else "Dismiss"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{verb} {queryset.count()} anomaly(ies)",
+            "opts": self.model._meta,
+            "queryset": queryset.select_related("tenant"),
+            "form": form,
+            "action": request.POST.get("action"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "submit_label": verb,
+            "resolution": resolution,
+        }
+        return TemplateResponse(request, CLOSE_TEMPLATE, context)
+
+    # --- detail page ---
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/acknowledge/",
+                wrap(self.acknowledge_view),
+                name="analytics_anomaly_acknowledge",
+            ),
+            path(
+                "<path:object_id>/resolve/",
+                wrap(self.resolve_view),
+                name="analytics_anomaly_resolve",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        anomaly = self.get_object(request, object_id)
+        extra_context = extra_context or {}
+        if anomaly is not None:
+            series = anomaly_daily_series(
+                anomaly=anomaly, days_before=SERIES_DAYS, days_after=SERIES_DAYS
+            )
+            extra_context.update(
+                anomaly=anomaly,
+                series=series,
+                chart=daily_cost_chart(series, anomaly.anomaly_date),
+                contributors=[
+                    {**row, "share_pct": row["share"] * 100} for row in anomaly.contributors
+                ],
+                can_triage=self.has_triage_permission(request),
+                is_closed=anomaly.status in (AnomalyStatus.RESOLVED, AnomalyStatus.DISMISSED),
+                difference=anomaly.current_value_cents - anomaly.expected_value_cents,
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _detail_url(self, anomaly) -> str:
+        return reverse("admin:analytics_anomaly_change", args=[anomaly.pk])
+
+    def acknowledge_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:analytics_anomaly_change", args=[object_id]))
+        anomaly = self._checked_target(request, object_id)
+        try:
+            anomaly_acknowledge(anomaly=anomaly, actor=request_actor(request))
+        except Conflict as exc:
+            self.message_user(request, str(exc.detail), messages.ERROR)
+        else:
+            self.message_user(request, f"Anomaly {anomaly.pk} acknowledged.", messages.SUCCESS)
+        return HttpResponseRedirect(self._detail_url(anomaly))
+
+    def resolve_view(self, request, object_id):
+        anomaly = self._checked_target(request, object_id)
+        form = ResolveOneForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                anomaly_resolve(
+                    anomaly=anomaly,
+                    actor=request_actor(request),
+                    resolution=form.cleaned_data["resolution"],
+                    notes=form.cleaned_data["notes"],
+                )
+            except Conflict as exc:
+                self.message_user(request, str(exc.detail), messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"Anomaly {anomaly.pk} {anomaly.status}.", messages.SUCCESS
+                )
+            return HttpResponseRedirect(self._detail_url(anomaly))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Resolve or dismiss: {anomaly}",
+            "opts": self.model._meta,
+            "original": anomaly,
+            "form": form,
+        }
+        return TemplateResponse(request, RESOLVE_ONE_TEMPLATE, context)
+
+    def _checked_target(self, request, object_id) -> Anomaly:
+        if not self.has_triage_permission(request):
+            raise PermissionDenied
+        anomaly = self.get_object(request, object_id)
+        if anomaly is None:
+            raise Http404(f"Anomaly {object_id!r} does not exist.")
+        return anomaly
+
+
+# --- Read-only detection output ----------------------------------------------------------
+
+
+class ReadOnlyDetectionAdmin(admin.ModelAdmin):
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AnomalyEvaluation)
+class AnomalyEvaluationAdmin(ReadOnlyDetectionAdmin):
+    list_display = (
+        "evaluated_at",
+        "tenant",
+        "snapshot",
+        "entity_type",
+        "entity_id",
+        "current_value_cents",
+        "baseline_value_cents",
+        "deviation_pct",
+        "triggered",
+        "severity",
+        "anomaly",
+    )
+    list_filter = ("triggered", "severity", "entity_type", "tenant")
+    list_select_related = ("tenant", "snapshot", "anomaly")
+    search_fields = ("entity_id", "tenant__slug", "reason")
+    date_hierarchy = "evaluated_at"
+    ordering = ("-evaluated_at", "-id")
+
+
+@admin.register(BreachHistory)
+class BreachHistoryAdmin(ReadOnlyDetectionAdmin):
+    list_display = (
+        "breach_date",
+        "tenant",
+        "entity_type",
+        "entity_id",
+        "breach_type",
+        "deviation_pct",
+        "current_value_cents",
+        "baseline_value_cents",
+        "updated_at",
+    )
+    list_filter = ("breach_type", "entity_type", "tenant")
+    list_select_related = ("tenant",)
+    search_fields = ("entity_id", "tenant__slug")
+    date_hierarchy = "breach_date"
+    ordering = ("-breach_date", "-id")
+
+
+@admin.register(DriftTracking)
+class DriftTrackingAdmin(ReadOnlyDetectionAdmin):
+    list_display = (
+        "tenant",
+        "entity_type",
+        "entity_id",
+        "is_active",
+        "drift_days_count",
+        "drift_pct",
+        "rolling_7d_avg_cents",
+        "baseline_avg_cents",
+        "first_drift_date",
+        "last_check_date",
+    )
+    list_filter = ("is_active", "entity_type", "tenant")
+    list_select_related = ("tenant",)
+    search_fields = ("entity_id", "tenant__slug")
+    ordering = ("tenant", "entity_type", "entity_id")

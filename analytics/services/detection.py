@@ -1,0 +1,280 @@
+"""The anomaly detection engine (spec/analytics.md §9, §11): pure functions, no ORM, no settings.
+
+The database side (which spend to read, what to upsert) lives in `analytics.services.anomalies`
+and `analytics.services.evaluation`; everything here works on plain numbers so the rules can be
+checked without a database and replayed for backtests.
+"""
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+DETECTOR_VERSION = "1.0.0"
+
+# Severity vocabulary (SPEC.md §3.5); plain strings keep this module free of model imports.
+LOW, MEDIUM, HIGH, CRITICAL = "LOW", "MEDIUM", "HIGH", "CRITICAL"
+
+# Rule 1: ABSOLUTE_SPIKE
+SPIKE_RATIO = 1.40
+SPIKE_THRESHOLD_PCT = 140.0
+SPIKE_MIN_STREAK = 2
+SPIKE_LOOKBACK_DAYS = 14
+STREAK_CAP = 7
+
+# Rule 2: SUSTAINED_DRIFT
+DRIFT_RATIO = 1.25
+DRIFT_THRESHOLD_PCT = 125.0
+DRIFT_MIN_DAYS = 3
+DRIFT_ROLLING_DAYS = 7
+DRIFT_BASELINE_FIRST_DAY = 28  # baseline days D - 28 ... D - 8
+DRIFT_BASELINE_LAST_DAY = 8
+
+# Rules 3/4: budgets
+BUDGET_EXCEEDED_THRESHOLD_PCT = 100.0
+BUDGET_WARNING_HIGH_FROM_PCT = 90.0
+
+# Rule 5: STATISTICAL_OUTLIER
+OUTLIER_HISTORY_DAYS = 28
+OUTLIER_MIN_ACTIVE_DAYS = 7
+OUTLIER_Z_THRESHOLD = 3.5
+OUTLIER_MIN_IMPACT_CENTS = 100.0
+OUTLIER_MIN_IMPACT_PCT = 20.0
+OUTLIER_THRESHOLD_PCT = 20.0
+MAD_SCALE = 0.6745  # makes the MAD of normal noise comparable to a standard deviation
+MEAN_AD_SCALE = 1.253314  # sqrt(pi / 2): the same for the mean absolute deviation
+
+
+def classify(pct: float) -> str:
+    """Severity of rules 1, 2 and 5 from a percentage (deviation, drift or impact)."""
+    if pct >= 40:
+        return HIGH
+    if pct >= 25:
+        return MEDIUM
+    return LOW
+
+
+def snapshot_severity(deviation_pct: float) -> str:
+    """Severity of a snapshot evaluation; independent of the trigger threshold (§9 step 3)."""
+    if deviation_pct >= 500:
+        return CRITICAL
+    if deviation_pct >= 400:
+        return HIGH
+    if deviation_pct >= 300:
+        return MEDIUM
+    return LOW
+
+
+def snapshot_triggered(deviation_pct: float, threshold_pct: float) -> bool:
+    return deviation_pct >= threshold_pct
+
+
+ENTITY_LABELS = {"tenant": "Tenant", "user": "User", "feature": "Feature", "model": "Model"}
+
+
+def entity_label(entity_type: str, entity_id: str | None) -> str:
+    """`Tenant`, `User {id}`, `Feature {id}` or `Model {id}`, as messages name an entity."""
+    label = ENTITY_LABELS[entity_type]
+    return label if entity_id is None else f"{label} {entity_id}"
+
+
+def ratio_to_pct(ratio: float) -> float:
+    """(ratio - 1) * 100: how far above 100 % of the baseline a value is."""
+    return (ratio - 1) * 100
+
+
+# --- Rule 1 ------------------------------------------------------------------------------
+
+
+def consecutive_streak(breach_dates: Iterable[date], end: date, cap: int = STREAK_CAP) -> int:
+    """Number of consecutive days end, end - 1, ... present in `breach_dates`, at most `cap`.
+
+    A gap ends the streak, so breaches on D and D - 2 give 1, not 2.
+    """
+    present = set(breach_dates)
+    streak = 0
+    day = end
+    while streak < cap and day in present:
+        streak += 1
+        day -= timedelta(days=1)
+    return streak
+
+
+# --- Rule 2 ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftState:
+    """The tracking row of one entity as far as the streak is concerned."""
+
+    is_active: bool
+    drift_days_count: int
+    first_drift_date: date | None
+    last_check_date: date | None
+
+
+def drift_step(previous: DriftState | None, *, as_of: date, ratio: float) -> DriftState | None:
+    """Advance a drift streak by one check on day `as_of` (§11 rule 2 step 3).
+
+    Returns the new state, or None when nothing must be written: a check older than the
+    row's last check (backfills never rewind a streak) or a missing row below the ratio.
+    """
+    if previous is not None and previous.last_check_date and as_of < previous.last_check_date:
+        return None
+    if ratio >= DRIFT_RATIO:
+        if previous is not None and previous.is_active:
+            if previous.last_check_date == as_of:
+                return previous
+            if previous.last_check_date == as_of - timedelta(days=1):
+                return DriftState(
+                    True, previous.drift_days_count + 1, previous.first_drift_date, as_of
+                )
+        return DriftState(True, 1, as_of, as_of)
+    if previous is None:
+        return None
+    return DriftState(False, previous.drift_days_count, previous.first_drift_date, as_of)
+
+
+# --- Rules 3/4 ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    anomaly_type: str  # BUDGET_WARNING or BUDGET_EXCEEDED
+    severity: str
+    usage_pct: float
+    threshold_pct: float
+
+
+def budget_verdict(
+    *, spend: float, limit: float, warn_threshold_pct: float
+) -> BudgetVerdict | None:
+    """Which budget anomaly, if any, a period's spend raises (§11 rules 3/4 step 2)."""
+    usage = spend / limit * 100
+    if usage >= 100:
+        return BudgetVerdict("BUDGET_EXCEEDED", HIGH, usage, BUDGET_EXCEEDED_THRESHOLD_PCT)
+    if usage >= warn_threshold_pct:
+        severity = MEDIUM if usage < BUDGET_WARNING_HIGH_FROM_PCT else HIGH
+        return BudgetVerdict("BUDGET_WARNING", severity, usage, float(warn_threshold_pct))
+    return None
+
+
+# --- Rule 5 ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutlierResult:
+    method: str  # "mad", "meanad" or "constant"
+    z_score: float  # may be +inf
+    expected: float
+    mad: float
+    mean_ad: float
+    impact: float
+    impact_pct: float  # +inf when expected is 0
+    is_anomaly: bool
+    severity: str
+
+
+def robust_outlier(*, evaluated: date, value: float, history: Sequence[float]) -> OutlierResult:
+    """Weekday-aware robust z-score of `value` on day `evaluated` (§11 rule 5 steps 1-6).
+
+    `history` holds the daily spend of the 28 days evaluated - 28 ... evaluated - 1, oldest
+    first, with 0 for days without records.
+    """
+    if len(history) != OUTLIER_HISTORY_DAYS:
+        raise ValueError(f"history must hold {OUTLIER_HISTORY_DAYS} days, got {len(history)}")
+    first_day = evaluated - timedelta(days=OUTLIER_HISTORY_DAYS)
+    by_weekday: dict[int, list[float]] = {}
+    for offset, spend in enumerate(history):
+        by_weekday.setdefault((first_day + timedelta(days=offset)).weekday(), []).append(spend)
+    # Median of four is the mean of the middle two, which statistics.median already does.
+    medians = {weekday: statistics.median(values) for weekday, values in by_weekday.items()}
+    expected = medians[evaluated.weekday()]
+    residuals = [
+        abs(spend - medians[(first_day + timedelta(days=offset)).weekday()])
+        for offset, spend in enumerate(history)
+    ]
+    mad = statistics.median(residuals)
+    mean_ad = statistics.fmean(residuals)
+    impact = value - expected
+    if mad > 0:
+        method, z_score = "mad", MAD_SCALE * impact / mad
+    elif mean_ad > 0:
+        method, z_score = "meanad", impact / (MEAN_AD_SCALE * mean_ad)
+    else:
+        method, z_score = "constant", (math.inf if value > expected else 0.0)
+    impact_pct = impact / expected * 100 if expected else math.inf
+    is_anomaly = (
+        z_score > OUTLIER_Z_THRESHOLD
+        and impact >= OUTLIER_MIN_IMPACT_CENTS
+        and impact_pct >= OUTLIER_MIN_IMPACT_PCT
+    )
+    return OutlierResult(
+        method=method,
+        z_score=z_score,
+        expected=expected,
+        mad=mad,
+        mean_ad=mean_ad,
+        impact=impact,
+        impact_pct=impact_pct,
+        is_anomaly=is_anomaly,
+        severity=classify(impact_pct),
+    )
+
+
+def finite_or_none(value: float, digits: int | None = None) -> float | None:
+    """JSON has no infinity: infinite values are stored as null."""
+    if math.isinf(value) or math.isnan(value):
+        return None
+    return round(value, digits) if digits is not None else value
+
+
+# --- Explanations (§11.1, §11.2) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Counts of one entity's records in a window, as the derived-cause rules need them."""
+
+    requests: int = 0
+    retries: int = 0
+    avg_input_tokens: float | None = None
+    tagged_spend: float = 0.0
+    top_feature_spend: float = 0.0
+
+
+RETRY_GROWTH = 1.5
+PROMPT_GROWTH = 1.3
+FEATURE_SURGE_SHARE = 0.6
+TRAFFIC_GROWTH = 1.3
+
+
+def derive_cause(*, current: WindowStats, previous: WindowStats, is_tenant: bool) -> str:
+    """The first matching cause of §11.1 for a current window against the previous one."""
+    if (
+        current.retries > 0
+        and previous.retries > 0
+        and current.retries / previous.retries > RETRY_GROWTH
+    ):
+        return "RETRY_LOOP"
+    if (
+        previous.avg_input_tokens
+        and current.avg_input_tokens is not None
+        and current.avg_input_tokens / previous.avg_input_tokens > PROMPT_GROWTH
+    ):
+        return "PROMPT_GROWTH"
+    if (
+        is_tenant
+        and current.tagged_spend > 0
+        and current.top_feature_spend / current.tagged_spend > FEATURE_SURGE_SHARE
+    ):
+        return "FEATURE_SURGE"
+    if previous.requests > 0 and current.requests / previous.requests > TRAFFIC_GROWTH:
+        return "TRAFFIC_GROWTH"
+    return "UNKNOWN"
+
+
+def contributor_share(cents: float, scope_total: float) -> float:
+    """share = round(cents / total, 4); an all-zero scope gives every key a share of 0."""
+    return round(cents / scope_total, 4) if scope_total else 0.0
