@@ -111,6 +111,11 @@ class Baseline(models.Model):
                 name="baseline_one_current",
             ),
         ]
+        indexes = [
+            # daily snapshots read the baselines of one as_of; baseline_compute finds the
+            # latest as_of of a window and moves is_current
+            models.Index(fields=["tenant", "window_days", "as_of"], name="baseline_window_asof"),
+        ]
 
     def __str__(self) -> str:
         return (

@@ -1,0 +1,106 @@
+from datetime import date
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from analytics.models import SnapshotType, Tenant
+from analytics.services.jobs import (
+    DAILY_LOCK_ID,
+    SKIPPED,
+    active_tenants,
+    latest_periods,
+    snapshots_backfill,
+    snapshots_compute_periods,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Compute cost snapshots. Without a range: the previous full hour and/or yesterday. "
+        "With --since/--until: every period of those days (inclusive), oldest first, under "
+        f"advisory lock {DAILY_LOCK_ID}."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tenant", metavar="SLUG", help="one tenant (default: all active)")
+        parser.add_argument(
+            "--type",
+            dest="snapshot_type",
+            choices=SnapshotType.values,
+            help="hourly or daily (default: both)",
+        )
+        parser.add_argument("--since", metavar="DATE", help="first day, YYYY-MM-DD")
+        parser.add_argument("--until", metavar="DATE", help="last day, YYYY-MM-DD (inclusive)")
+        parser.add_argument(
+            "--evaluate",
+            action="store_true",
+            help="also evaluate each snapshot with ANALYTICS_SNAPSHOT_THRESHOLD_PCT",
+        )
+
+    def handle(self, *args, **options):
+        now = timezone.now()
+        tenants = self._tenants(options["tenant"])
+        snapshot_types = (
+            [options["snapshot_type"]] if options["snapshot_type"] else list(SnapshotType.values)
+        )
+        since, until = options["since"], options["until"]
+        if (since is None) != (until is None):
+            raise CommandError("--since and --until go together.")
+
+        if since is None:
+            periods = latest_periods(snapshot_types=snapshot_types, now=now)
+            self.stdout.write(f"Computing {len(periods)} period(s) for {len(tenants)} tenant(s)...")
+            report = snapshots_compute_periods(
+                tenants=tenants,
+                periods=periods,
+                evaluate=options["evaluate"],
+                progress=self.stdout.write,
+            )
+        else:
+            since, until = self._date("--since", since), self._date("--until", until)
+            if since > until:
+                raise CommandError("--since must not be after --until.")
+            if since > now.date():
+                raise CommandError("--since must not be in the future.")
+            self.stdout.write(
+                f"Backfilling {', '.join(snapshot_types)} snapshots from {since} to {until} "
+                f"for {len(tenants)} tenant(s)..."
+            )
+            report = snapshots_backfill(
+                tenants=tenants,
+                snapshot_types=snapshot_types,
+                since=since,
+                until=until,
+                evaluate=options["evaluate"],
+                progress=self.stdout.write,
+                now=now,
+            )
+            if report.outcome == SKIPPED:
+                raise CommandError(
+                    f"Lock {DAILY_LOCK_ID} is held by the daily job or another backfill; "
+                    "nothing was computed."
+                )
+
+        summary = f"{report.snapshots} snapshot(s) computed, {report.failed_snapshots} failed"
+        if options["evaluate"]:
+            summary += f"; {report.evaluated} evaluated, {report.triggered} triggered"
+        if report.failed_snapshots:
+            raise CommandError(summary)
+        self.stdout.write(self.style.SUCCESS(f"Done: {summary}."))
+
+    def _tenants(self, slug: str | None) -> list[Tenant]:
+        if slug is None:
+            return list(active_tenants())
+        tenant = Tenant.objects.filter(slug=slug).first()
+        if tenant is None:
+            raise CommandError(f"Unknown tenant {slug!r}.")
+        if not tenant.is_active:
+            raise CommandError(f"Tenant {slug!r} is inactive.")
+        return [tenant]
+
+    @staticmethod
+    def _date(option: str, raw: str) -> date:
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise CommandError(f"{option} must be a date (YYYY-MM-DD), got {raw!r}.") from None
