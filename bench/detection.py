@@ -30,9 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Replace (not prepend to) the script's own folder: bench/statistics.py would otherwise
-# shadow the standard library module the detection engine imports.
-sys.path[0] = str(ROOT)
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # DEBUG off so Django does not keep every query of the run in memory.
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + secrets.token_hex(24))

@@ -61,9 +61,6 @@ def parse_args():
 # --help answers before Django (and possibly an embedded database) starts.
 ARGS = parse_args() if __name__ == "__main__" else None
 
-# Python puts this script's folder first on sys.path, where sibling benchmarks (e.g. a
-# bench/statistics.py) would shadow standard-library modules the project imports.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Production settings (DEBUG off) so the server does not record every query in memory.

@@ -22,20 +22,11 @@ The scratch tenant and its rows are removed at the end (unless --keep). The data
 be migrated.
 """
 
-import sys
-from pathlib import Path
+import argparse
+import statistics
+from datetime import UTC, datetime, timedelta
 
-# bench/statistics.py shares its name with the standard library module; keep the bench folder
-# behind the standard library on sys.path so that `import statistics` finds the real one.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _BENCH]
-sys.path.append(str(_BENCH))
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-
-from _snapshot_data import (  # noqa: E402
+from _snapshot_data import (
     check_migrated,
     cleanup,
     generate_records,
@@ -44,10 +35,10 @@ from _snapshot_data import (  # noqa: E402
     scratch_tenant,
     timed,
 )
-from django.db import connection, transaction  # noqa: E402
+from django.db import connection, transaction
 
-from analytics.models import SnapshotAggregate  # noqa: E402
-from analytics.services.snapshots import snapshot_compute  # noqa: E402
+from analytics.models import SnapshotAggregate
+from analytics.services.snapshots import snapshot_compute
 
 TARGET_RATIO = 1.5
 

@@ -1,6 +1,6 @@
 """90-day cost statistics over millions of records, against a raw SQL aggregation.
 
-    .venv/bin/python bench/statistics.py [--records N] [--quick] [--repeat R] [--keep]
+    .venv/bin/python bench/cost_statistics.py [--records N] [--quick] [--repeat R] [--keep]
 
 1. Creates a scratch tenant (`bench-stats-*`) and N cost records (default 5 000 000) spread
    evenly over the 91 UTC days ending with today, then computes the daily snapshots of the
@@ -21,20 +21,11 @@ The scratch tenant and its rows are removed at the end (unless --keep). The data
 be migrated.
 """
 
-import sys
-from pathlib import Path
+import argparse
+import statistics
+from datetime import UTC, datetime, timedelta
 
-# bench/statistics.py shares its name with the standard library module; keep the bench folder
-# behind the standard library on sys.path so that `import statistics` finds the real one.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _BENCH]
-sys.path.append(str(_BENCH))
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-
-from _snapshot_data import (  # noqa: E402
+from _snapshot_data import (
     analyze_snapshot_tables,
     check_migrated,
     cleanup,
@@ -45,13 +36,13 @@ from _snapshot_data import (  # noqa: E402
     scratch_tenant,
     timed,
 )
-from django.test import Client  # noqa: E402
+from django.test import Client
 
-from analytics.models import CostSnapshot  # noqa: E402
-from analytics.selectors.statistics import StatisticsWindow  # noqa: E402
-from analytics.services.snapshots import snapshot_compute  # noqa: E402
-from analytics.services.statistics import cost_statistics  # noqa: E402
-from analytics.services.tenants import api_key_create  # noqa: E402
+from analytics.models import CostSnapshot
+from analytics.selectors.statistics import StatisticsWindow
+from analytics.services.snapshots import snapshot_compute
+from analytics.services.statistics import cost_statistics
+from analytics.services.tenants import api_key_create
 
 TARGET_MS = 300
 DAYS = 90
