@@ -105,7 +105,7 @@ STORAGES = {
 # Without collectstatic (tests, a fresh `make run`), serve straight from the app folders;
 # the then missing STATIC_ROOT is expected, not worth a warning on every start.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 # Bodies above 1 MiB get a 413 from ApiBodyLimitMiddleware; Django's own limit sits above it
 # so that the JSON error, not Django's generic 400, is what clients see.
@@ -147,6 +147,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status` or `severity` field with different vocabularies.
+    "ENUM_NAME_OVERRIDES": {
+        "AnomalySeverityEnum": "analytics.models.choices.Severity",
+        "AnomalyStatusEnum": "analytics.models.choices.AnomalyStatus",
+        "RunStatusEnum": "analytics.models.choices.RunStatus",
+        "SnapshotStatusEnum": "analytics.models.choices.SnapshotStatus",
+        "FeedbackSeverityEnum": "feedback.choices.FeedbackSeverity",
+        "CanaryStatusEnum": "costsim.models.CanaryStatus",
+    },
 }
 
 # Metrics (django-prometheus); migrations metrics are off as in netbox.
