@@ -3,8 +3,8 @@
 `make run` calls this. It writes a git-ignored `.env` with a random DJANGO_SECRET_KEY if
 there is none, resolves the database once (starting the embedded PostgreSQL when
 DATABASE_URL is unset) and hands the URL to every child, empties the Prometheus
-multiprocess directory, migrates, seeds the demo tenant, then starts gunicorn, a Celery
-worker and Celery beat.
+multiprocess directory, migrates, seeds the demo tenant, creates the `admin` operator
+(password printed once), then starts gunicorn, a Celery worker and Celery beat.
 
 Ctrl-C (SIGINT) or SIGTERM stops every child, waits for them, and only then lets the
 embedded database stop. If one child dies, the others are stopped too and the exit
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     seed = not args.no_seed and _has_command("seed_demo")
     if seed and not launcher.step("seed_demo", [*manage, "seed_demo"], env):
+        return 1
+    if not launcher.step("operator", [*manage, "create_operator"], env):
         return 1
 
     bind = env.get("GUNICORN_BIND", "127.0.0.1:8000")
