@@ -77,3 +77,20 @@ class StrictModelSerializer(serializers.ModelSerializer):
             if unknown:
                 raise serializers.ValidationError({key: ["unknown field"] for key in unknown})
         return super().to_internal_value(data)
+
+
+class TimeWindowFilterSerializer(serializers.Serializer):
+    """Query filters `from`/`to`: aware datetimes of a half-open `[from, to)` window."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # `from` is a Python keyword, so it cannot be declared as a class attribute.
+        fields["from"] = AwareDateTimeField(required=False)
+        fields["to"] = AwareDateTimeField(required=False)
+        return fields
+
+    def validate(self, attrs):
+        start, end = attrs.get("from"), attrs.get("to")
+        if start is not None and end is not None and start >= end:
+            raise serializers.ValidationError({"from": ["must be before 'to'"]})
+        return attrs

@@ -6,25 +6,12 @@ serializers below only describe them in the OpenAPI schema.
 
 from rest_framework import serializers
 
-from analytics.api.fields import AwareDateTimeField, StrictModelSerializer
+from analytics.api.fields import (
+    AwareDateTimeField,
+    StrictModelSerializer,
+    TimeWindowFilterSerializer,
+)
 from analytics.models import Budget, CostRecord, FeatureTag, RunRecord, RunStatus
-
-
-class TimeWindowFilterSerializer(serializers.Serializer):
-    """Query filters `from`/`to` (a half-open `[from, to)` window on created_at)."""
-
-    def get_fields(self):
-        fields = super().get_fields()
-        # `from` is a Python keyword, so it cannot be declared as a class attribute.
-        fields["from"] = AwareDateTimeField(required=False)
-        fields["to"] = AwareDateTimeField(required=False)
-        return fields
-
-    def validate(self, attrs):
-        start, end = attrs.get("from"), attrs.get("to")
-        if start is not None and end is not None and start >= end:
-            raise serializers.ValidationError({"from": ["must be before 'to'"]})
-        return attrs
 
 
 class CostRecordFilterSerializer(TimeWindowFilterSerializer):

@@ -4,8 +4,12 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from analytics.api.anomaly_serializers import AnomalySerializer
-from analytics.api.fields import AwareDateTimeField, StrictModelSerializer, StrictSerializer
-from analytics.api.serializers import TimeWindowFilterSerializer
+from analytics.api.fields import (
+    AwareDateTimeField,
+    StrictModelSerializer,
+    StrictSerializer,
+    TimeWindowFilterSerializer,
+)
 from analytics.models import (
     Baseline,
     CostSnapshot,

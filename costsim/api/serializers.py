@@ -13,7 +13,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from analytics.api.fields import AwareDateTimeField
+from analytics.api.fields import AwareDateTimeField, TimeWindowFilterSerializer
 from costsim.models import Provenance, ProvenanceSource, Variant
 from costsim.services.estimators import DEFAULT_BUDGET_CENTS
 from costsim.services.provenance import unstorable_text_path
@@ -197,24 +197,7 @@ class SimulationBodySerializer(serializers.Serializer):
     run_id = serializers.CharField(max_length=MAX_RUN_ID_LENGTH, required=False, allow_null=True)
 
 
-class _WindowSerializer(serializers.Serializer):
-    """`from`/`to` query parameters: aware datetimes, half-open window, from before to."""
-
-    def get_fields(self):
-        # `from` is a Python keyword, so these two cannot be declared as class attributes.
-        fields = super().get_fields()
-        fields["from"] = AwareDateTimeField(required=False)
-        fields["to"] = AwareDateTimeField(required=False)
-        return fields
-
-    def validate(self, attrs):
-        start, end = attrs.get("from"), attrs.get("to")
-        if start is not None and end is not None and start >= end:
-            raise serializers.ValidationError({"from": ["must be before 'to'"]})
-        return attrs
-
-
-class ProvenanceFilterSerializer(_WindowSerializer):
+class ProvenanceFilterSerializer(TimeWindowFilterSerializer):
     variant_slug = serializers.ChoiceField(choices=Variant.choices, required=False)
     source = serializers.ChoiceField(choices=ProvenanceSource.choices, required=False)
     input_hash = serializers.RegexField(
@@ -224,7 +207,7 @@ class ProvenanceFilterSerializer(_WindowSerializer):
     )
 
 
-class DriftStatsFilterSerializer(_WindowSerializer):
+class DriftStatsFilterSerializer(TimeWindowFilterSerializer):
     pass
 
 
