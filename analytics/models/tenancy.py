@@ -9,6 +9,12 @@ KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_PREFIX_LENGTH = 11  # "ck_" plus the first 8 random characters, shown in the admin
 
 
+class TenantQuerySet(models.QuerySet):
+    def active(self):
+        """Tenants that jobs run for, in a stable order."""
+        return self.filter(is_active=True).order_by("pk")
+
+
 class Tenant(models.Model):
     slug = models.CharField(
         max_length=63,
@@ -20,6 +26,8 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
 
     class Meta:
         ordering = ["slug"]

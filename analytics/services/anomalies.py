@@ -9,7 +9,6 @@ anomaly stays closed for its day.
 """
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -38,9 +37,8 @@ from analytics.selectors.budgets import (
 )
 from analytics.services import detection as engine
 from analytics.services.explain import CauseWindows, ExplainSubject, explain_many
+from analytics.services.tenants import tenants_run_each
 from analytics.signals import high_anomaly_detected
-
-logger = logging.getLogger(__name__)
 
 ALERTING_SEVERITIES = frozenset({Severity.HIGH, Severity.CRITICAL})
 
@@ -277,23 +275,15 @@ def anomalies_detect_active_tenants(
     A failing tenant is logged and counted, and the others still run. `progress`, when
     given, is called with (tenant, result or None, error or None) after each tenant.
     """
-    if tenants is None:
-        tenants = list(Tenant.objects.filter(is_active=True).order_by("pk"))
-    totals = {"succeeded": 0, "failed": 0, "detected": 0, "created": 0, "updated": 0}
-    for tenant in tenants:
-        try:
-            result = anomalies_detect(tenant=tenant, as_of=as_of)
-        except Exception as exc:
-            logger.exception("Anomaly detection failed for tenant %s", tenant.slug)
-            totals["failed"] += 1
-            if progress:
-                progress(tenant, None, exc)
-            continue
-        totals["succeeded"] += 1
-        for key in ("detected", "created", "updated"):
-            totals[key] += result[key]
-        if progress:
-            progress(tenant, result, None)
+    succeeded, failed = tenants_run_each(
+        lambda tenant: anomalies_detect(tenant=tenant, as_of=as_of),
+        label="Anomaly detection",
+        tenants=tenants,
+        on_tenant_done=progress,
+    )
+    totals = {"succeeded": len(succeeded), "failed": len(failed)}
+    for key in ("detected", "created", "updated"):
+        totals[key] = sum(result[key] for _, result in succeeded)
     outcome = "failed" if totals["failed"] else "success"
     metrics.job_runs_total.labels(job="detect_anomalies", outcome=outcome).inc()
     return totals

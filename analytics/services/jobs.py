@@ -88,7 +88,7 @@ def advisory_lock(lock_id: int) -> Iterator[bool]:
 
 
 def active_tenants() -> Iterable[Tenant]:
-    return Tenant.objects.filter(is_active=True).order_by("pk")
+    return Tenant.objects.active()
 
 
 def _threshold(threshold_pct: float | None) -> float:

@@ -1,10 +1,18 @@
-"""Writes for tenants and API keys."""
+"""Writes for tenants and API keys, and the per-tenant loop every background job uses."""
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from analytics.models import ApiKey, Tenant
 from analytics.models.tenancy import KEY_PREFIX_LENGTH
+
+logger = logging.getLogger(__name__)
+
+TenantDone = Callable[[Tenant, Any, Exception | None], None]
 
 
 @transaction.atomic
@@ -34,3 +42,34 @@ def api_key_create(*, tenant: Tenant, name: str = "", is_staff: bool = False) ->
 def api_keys_revoke(*, keys) -> int:
     """Revoke the given keys; already revoked keys keep their original revocation time."""
     return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def tenants_run_each(
+    work: Callable[[Tenant], Any],
+    *,
+    label: str,
+    tenants: Iterable[Tenant] | None = None,
+    on_tenant_done: TenantDone | None = None,
+) -> tuple[list[tuple[Tenant, Any]], list[Tenant]]:
+    """Call `work(tenant)` for each tenant (default: every active one), one transaction each.
+
+    A tenant whose work raises is logged and skipped: its transaction rolls back and the
+    other tenants still run. `on_tenant_done(tenant, result, error)` is called after each
+    tenant. Returns `(succeeded, failed)`: `[(tenant, result)]` and `[tenant]`.
+    """
+    succeeded: list[tuple[Tenant, Any]] = []
+    failed: list[Tenant] = []
+    for tenant in Tenant.objects.active() if tenants is None else tenants:
+        try:
+            with transaction.atomic():
+                result = work(tenant)
+        except Exception as exc:
+            logger.exception("%s failed for tenant %s", label, tenant.slug)
+            failed.append(tenant)
+            if on_tenant_done:
+                on_tenant_done(tenant, None, exc)
+            continue
+        succeeded.append((tenant, result))
+        if on_tenant_done:
+            on_tenant_done(tenant, result, None)
+    return succeeded, failed

@@ -1,7 +1,6 @@
 """Writes of pattern feedback: detection upserts and acknowledgement."""
 
 import json
-import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -14,6 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from analytics.models import Tenant
+from analytics.services.tenants import tenants_run_each
 from feedback import metrics
 from feedback.models import PatternFeedback
 from feedback.selectors import failure_groups, worker_cost_windows
@@ -22,8 +22,6 @@ from feedback.services.detectors import (
     cost_spike_finding,
     failure_pattern_finding,
 )
-
-logger = logging.getLogger(__name__)
 
 TABLE = PatternFeedback._meta.db_table
 
@@ -165,22 +163,18 @@ def patterns_detect_for_tenants(
     A failing tenant is logged and reported; the others still run. Returns
     `{tenants, failed: [slug], totals: {...}}` with the result counts summed.
     """
-    if tenants is None:
-        tenants = Tenant.objects.filter(is_active=True).order_by("slug")
+    succeeded, failed = tenants_run_each(
+        lambda tenant: patterns_detect(tenant=tenant),
+        label="Pattern detection",
+        tenants=tenants,
+        on_tenant_done=on_tenant_done,
+    )
     totals: Counter = Counter()
-    processed, failed = 0, []
-    for tenant in tenants:
-        processed += 1
-        try:
-            result = patterns_detect(tenant=tenant)
-        except Exception as exc:
-            logger.exception("Pattern detection failed for tenant %s", tenant.slug)
-            failed.append(tenant.slug)
-            if on_tenant_done:
-                on_tenant_done(tenant, None, exc)
-            continue
+    for _, result in succeeded:
         totals.update(result)
-        if on_tenant_done:
-            on_tenant_done(tenant, result, None)
     keys = ("failure_patterns", "cost_spikes", "feedback_created", "feedback_updated")
-    return {"tenants": processed, "failed": failed, "totals": {key: totals[key] for key in keys}}
+    return {
+        "tenants": len(succeeded) + len(failed),
+        "failed": [tenant.slug for tenant in failed],
+        "totals": {key: totals[key] for key in keys},
+    }

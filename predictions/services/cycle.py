@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from analytics.models import Tenant
+from analytics.services.tenants import tenants_run_each
 from predictions import metrics
 from predictions.models import Prediction
 from predictions.selectors import worker_cost_trends, worker_failure_stats
@@ -190,31 +191,23 @@ def prediction_cycles_run(
     Returns `{tenants, failed: [slug], totals: {failure_predictions, cost_predictions,
     predictions_created, errors}}` with counts summed over tenants.
     """
-    if tenants is None:
-        tenants = Tenant.objects.filter(is_active=True).order_by("slug")
+    succeeded, failed = tenants_run_each(
+        lambda tenant: prediction_cycle_run(tenant=tenant),
+        label="Prediction cycle",
+        tenants=tenants,
+        on_tenant_done=on_tenant_done,
+    )
     totals: Counter = Counter()
-    processed, failed_tenants = 0, []
-    for tenant in tenants:
-        processed += 1
-        try:
-            result = prediction_cycle_run(tenant=tenant)
-        except Exception as exc:
-            logger.exception("Prediction cycle failed for tenant %s", tenant.slug)
-            failed_tenants.append(tenant.slug)
-            if on_tenant_done:
-                on_tenant_done(tenant, None, exc)
-            continue
+    for _, result in succeeded:
         totals.update(
             failure_predictions=len(result["failure_predictions"]),
             cost_predictions=len(result["cost_predictions"]),
             predictions_created=result["predictions_created"],
             errors=len(result["errors"]),
         )
-        if on_tenant_done:
-            on_tenant_done(tenant, result, None)
     keys = ("failure_predictions", "cost_predictions", "predictions_created", "errors")
     return {
-        "tenants": processed,
-        "failed": failed_tenants,
+        "tenants": len(succeeded) + len(failed),
+        "failed": [tenant.slug for tenant in failed],
         "totals": {key: totals[key] for key in keys},
     }
