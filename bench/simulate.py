@@ -1,22 +1,28 @@
 """Throughput and latency of POST /api/v1/costsim/simulate/ with the V2 sandbox on.
 
 Starts gunicorn with config/gunicorn.conf.py against DATABASE_URL (COSTSIM_V2_SANDBOX=true,
-so every request runs V1, V2, the comparison, two breaker reports and one provenance
-INSERT), drives it with concurrent keep-alive clients on a realistic plan mix taken from
-the reference datasets, and prints requests/s, p50/p99 latency and the error count.
+so every request runs V1, the breaker check, V2, the comparison, the two breaker reports and
+one provenance INSERT), drives it with concurrent keep-alive clients (they reconnect when a
+sync worker closes the connection) on a realistic plan mix taken from the reference
+datasets, and prints requests/s, p50/p99 latency and the error count. The server runs as
+`make run` deploys it: the workers and threads of config/gunicorn.conf.py (WEB_CONCURRENCY,
+GUNICORN_THREADS, unless --workers/--threads say otherwise), its access log setting, and
+Prometheus in multiprocess mode.
 
 Reference, measured in the same run on the same plans: the pure estimators in-process
 (estimate_v1 + estimate_v2 + compare, results serialised, one core). The ratio says how
 much of the pure engine speed survives HTTP, authentication, validation, the breaker and
 provenance. Reference and HTTP load alternate over --rounds, so a change of load on a
-shared machine lands on both. gunicorn's own CPU per request is printed too: on a busy
-host it is steadier than wall-clock figures.
+shared machine lands on both. CPU per request is printed for gunicorn, for the PostgreSQL
+backends serving it and for the load generator, next to the whole host's busy CPU: on a
+busy host these are steadier than wall-clock figures, and they show where the two cores go.
 
 The breaker drift threshold is raised to 1.0 for the server so drift reports never trip
 it: otherwise the run would measure the cheap "V2 disabled" path after the first trip.
 
     .venv/bin/python bench/simulate.py            # 4 rounds of 6 s at 16 clients
     .venv/bin/python bench/simulate.py --quick    # 2 rounds of 3 s, a smoke run
+    .venv/bin/python bench/simulate.py --threads 8 --workers 2   # gthread workers instead
 """
 
 import argparse
@@ -24,7 +30,9 @@ import http.client
 import json
 import multiprocessing
 import os
+import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +50,7 @@ sys.path[:] = [
 sys.path.insert(0, str(BASE_DIR))
 
 BENCH_TENANT = "bench-simulate"
+GUNICORN_CONF = BASE_DIR / "config" / "gunicorn.conf.py"
 ENDPOINTS = {"simulate": "/api/v1/costsim/simulate/", "v1": "/api/v1/costsim/v1/simulate/"}
 # Bodies above this are left out of the mix: the 100 000-character prompt of the noise
 # dataset measures JSON parsing of 100 KB, not the simulation path.
@@ -149,7 +158,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(args, port: int) -> subprocess.Popen:
+def server_env(args, port: int, metrics_dir: str | None) -> dict[str, str]:
+    """The environment gunicorn runs with."""
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,
@@ -158,18 +168,24 @@ def start_server(args, port: int) -> subprocess.Popen:
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "COSTSIM_V2_SANDBOX": "true",
         "COSTSIM_DRIFT_THRESHOLD": "1.0",
-        "WEB_CONCURRENCY": str(args.workers),
         "GUNICORN_BIND": f"127.0.0.1:{port}",
     }
-    command = [
-        str(BASE_DIR / ".venv" / "bin" / "gunicorn"),
-        "-c",
-        str(BASE_DIR / "config" / "gunicorn.conf.py"),
-        "--worker-class",
-        args.worker_class,
-    ]
-    if args.worker_class == "gthread":
-        command += ["--threads", str(args.threads)]
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if metrics_dir is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if args.workers is not None:
+        env["WEB_CONCURRENCY"] = str(args.workers)
+    if args.threads is not None:
+        env["GUNICORN_THREADS"] = str(args.threads)
+    if args.access_log:
+        # The server's stdout goes to /dev/null; "-" still formats and writes every line.
+        env["GUNICORN_ACCESS_LOG"] = "-"
+    return env
+
+
+def start_server(args, env: dict[str, str]) -> subprocess.Popen:
+    port = int(env["GUNICORN_BIND"].rpartition(":")[2])
+    command = [str(BASE_DIR / ".venv" / "bin" / "gunicorn"), "-c", str(GUNICORN_CONF)]
     # A file, not a pipe: nobody reads gunicorn's stderr while it runs, and a full pipe
     # would block the workers.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this function, like the server
@@ -276,14 +292,65 @@ def server_cpu_seconds(server: subprocess.Popen) -> float:
     import psutil
 
     master = psutil.Process(server.pid)
+    return _cpu_seconds([master, *master.children(recursive=True)])
+
+
+def _cpu_seconds(processes) -> float:
+    import psutil
+
     total = 0.0
-    for process in [master, *master.children(recursive=True)]:
+    for process in processes:
         try:
             times = process.cpu_times()
         except psutil.Error:
             continue
         total += times.user + times.system
     return total
+
+
+def database_backends() -> list:
+    """The PostgreSQL backends connected to the bench database (gunicorn's connections).
+
+    Only readable when PostgreSQL runs on this host under a user whose processes this one
+    may inspect; otherwise an empty list, and the figure is left out.
+    """
+    import psutil
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        pids = [pid for (pid,) in cursor.fetchall()]
+    backends = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            process.cpu_times()
+        except psutil.Error:
+            continue
+        backends.append(process)
+    return backends
+
+
+def host_cpu_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole host so far, from /proc/stat (0, 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal ...
+    busy = sum(fields[:8]) - fields[3] - fields[4] - fields[7]
+    return busy / ticks, fields[7] / ticks
+
+
+def children_cpu_seconds() -> float:
+    """CPU of the finished children of this process: the load generator's processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def drive(args, port: int, raw_key: str, bodies: list[dict], seconds: float) -> dict:
@@ -327,6 +394,20 @@ def drive(args, port: int, raw_key: str, bodies: list[dict], seconds: float) -> 
     }
 
 
+def describe_workers(env: dict[str, str]) -> str:
+    """What gunicorn runs: its configuration file evaluated with the server's environment."""
+    import runpy
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        conf = runpy.run_path(str(GUNICORN_CONF))
+    if conf["worker_class"] == "gthread":
+        workers = f"{conf['workers']} gthread workers x {conf['threads']} threads"
+    else:
+        workers = f"{conf['workers']} {conf['worker_class']} workers"
+    return f"{workers}; access log {'on' if conf['accesslog'] else 'off'}"
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
@@ -341,10 +422,26 @@ def main() -> None:
     parser.add_argument("--reference-seconds", type=float, default=2.0, help="per round")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections")
-    parser.add_argument("--client-processes", type=int, default=2, help="load processes")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
-    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    # Few threads per load process: a Python client queueing for its own GIL would add
+    # that wait to the latencies it measures.
+    parser.add_argument("--client-processes", type=int, default=4, help="load processes")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per worker, 1 = sync workers (default: gunicorn.conf.py)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="turn gunicorn's access log on (to /dev/null)"
+    )
+    parser.add_argument(
+        "--no-multiprocess-metrics",
+        action="store_true",
+        help="single-process Prometheus registry instead of PROMETHEUS_MULTIPROC_DIR",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL", ""),
@@ -371,22 +468,33 @@ def main() -> None:
     raw_key, key_id, tenant_id = prepare_database()
     first_id = last_provenance_id()
     port = free_port()
-    server = start_server(args, port)
+    metrics_dir = None if args.no_multiprocess_metrics else tempfile.mkdtemp(prefix="bench-prom-")
+    env = server_env(args, port, metrics_dir)
+    server = start_server(args, env)
     rounds = []
     try:
         print(
-            f"gunicorn: {args.workers} {args.worker_class} workers"
-            f"{f' x {args.threads} threads' if args.worker_class == 'gthread' else ''}; "
+            f"gunicorn: {describe_workers(env)}; metrics "
+            f"{'single-process' if metrics_dir is None else 'multiprocess'}; "
             f"{args.clients} clients in {args.client_processes} processes on "
             f"{ENDPOINTS[args.endpoint]}; "
             f"{args.rounds} rounds of {args.duration:g} s after {args.warmup:g} s warm-up"
         )
         warmup = drive(args, port, raw_key, bodies, args.warmup)
+        backends = database_backends()
         for number in range(1, args.rounds + 1):
             reference = reference_rate(bodies, seconds=args.reference_seconds)
             cpu_before = server_cpu_seconds(server)
+            db_before = _cpu_seconds(backends)
+            clients_before = children_cpu_seconds()
+            host_before = host_cpu_seconds()
             result = drive(args, port, raw_key, bodies, args.duration)
+            host_after = host_cpu_seconds()
             result["server_cpu"] = server_cpu_seconds(server) - cpu_before
+            result["db_cpu"] = _cpu_seconds(backends) - db_before
+            result["client_cpu"] = children_cpu_seconds() - clients_before
+            result["host_cpu"] = host_after[0] - host_before[0]
+            result["steal"] = host_after[1] - host_before[1]
             result["reference"] = reference
             rounds.append(result)
             rate = len(result["latencies"]) / args.duration
@@ -397,6 +505,8 @@ def main() -> None:
     finally:
         stop_server(server)
         revoke_key(key_id)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
     latencies = sorted(value for r in rounds for value in r["latencies"])
     measured_seconds = args.duration * len(rounds)
@@ -408,7 +518,12 @@ def main() -> None:
             codes[code] = codes.get(code, 0) + count
     errors = sum(r["errors"] for r in rounds)
     shadowed = warmup["shadowed"] + sum(r["shadowed"] for r in rounds)
-    cpu_ms = 1000 * sum(r["server_cpu"] for r in rounds) / max(len(latencies), 1)
+    requests = max(len(latencies), 1)
+
+    def per_request_ms(key: str) -> float:
+        return 1000 * sum(r[key] for r in rounds) / requests
+
+    cpu_ms = per_request_ms("server_cpu")
     written = provenance_since(tenant_id, first_id)
 
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
@@ -422,6 +537,14 @@ def main() -> None:
         f"gunicorn CPU per request: {cpu_ms:.2f} ms "
         f"(so {os.cpu_count()} cores serve at most {1000 * (os.cpu_count() or 1) / cpu_ms:,.0f}/s "
         "with nothing else running)"
+    )
+    host_ms = per_request_ms("host_cpu")
+    known = cpu_ms + per_request_ms("db_cpu") + per_request_ms("client_cpu")
+    print(
+        f"CPU per request: gunicorn {cpu_ms:.2f} ms, PostgreSQL backends "
+        f"{per_request_ms('db_cpu'):.2f} ms, load generator {per_request_ms('client_cpu'):.2f} ms; "
+        f"whole host {host_ms:.2f} ms busy (other processes {max(host_ms - known, 0):.2f} ms), "
+        f"{per_request_ms('steal'):.2f} ms stolen by the hypervisor"
     )
     if args.endpoint == "simulate":
         print(

@@ -133,43 +133,41 @@ def tenants_by_slug(*, slugs: Iterable[str]) -> dict[str, Tenant]:
     return {tenant.slug: tenant for tenant in Tenant.objects.filter(slug__in=set(slugs))}
 
 
-def circuit_breaker_get() -> CircuitBreaker | None:
-    """Return the V2 breaker row as committed now (unlocked), or None if it is missing.
+class BreakerSnapshot(NamedTuple):
+    """What the breaker service needs to decide whether a report can change anything."""
 
-    Migration 0002 creates the row; only a flushed database lacks it, and the breaker
-    service creates it again on its first use.
-    """
-    return CircuitBreaker.objects.filter(name=BREAKER_NAME).first()
-
-
-class BreakerStreaks(NamedTuple):
     disabled: bool
+    disabled_until: datetime | None
     consecutive_failures: int
     consecutive_schema_errors: int
 
 
+_SNAPSHOT_FIELDS = BreakerSnapshot._fields
+
+
 @cache
-def _streaks_sql() -> str:
+def _snapshot_sql() -> str:
     opts = CircuitBreaker._meta
     quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(opts.get_field(name).column)
-        for name in ("disabled", "consecutive_failures", "consecutive_schema_errors")
-    )
+    columns = ", ".join(quote(opts.get_field(name).column) for name in _SNAPSHOT_FIELDS)
     return (
         f"SELECT {columns} FROM {quote(opts.db_table)} "
         f"WHERE {quote(opts.get_field('name').column)} = %s"
     )
 
 
-def circuit_breaker_streaks() -> BreakerStreaks | None:
-    """Return the breaker's open flag and streak counters as committed now (unlocked).
+def circuit_breaker_snapshot() -> BreakerSnapshot | None:
+    """Return the breaker's open flag, TTL and streak counters as committed now (unlocked).
 
-    Read on every shadowed simulation, so it is plain SQL without the ORM's query
-    compilation (about 1 ms of CPU per request on a slow core); None when the row is
-    missing.
+    Read on every shadowed simulation, so it is plain SQL: the ORM's query compilation and
+    model instantiation cost several times the query itself. None when the row is missing.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_streaks_sql(), [BREAKER_NAME])
+        cursor.execute(_snapshot_sql(), [BREAKER_NAME])
         row = cursor.fetchone()
-    return BreakerStreaks(*row) if row is not None else None
+    return BreakerSnapshot(*row) if row is not None else None
+
+
+def circuit_breaker_snapshot_of(breaker: CircuitBreaker) -> BreakerSnapshot:
+    """Return the snapshot of a breaker row already in memory."""
+    return BreakerSnapshot(*(getattr(breaker, name) for name in _SNAPSHOT_FIELDS))

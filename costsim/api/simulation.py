@@ -25,7 +25,7 @@ from costsim.api.serializers import (
     SimulationStatusSerializer,
     parse_simulation_body,
 )
-from costsim.selectors import circuit_breaker_get, provenance_drift_stats, provenance_list
+from costsim.selectors import provenance_drift_stats, provenance_list
 from costsim.services import breaker
 from costsim.services.sandbox import simulate, simulate_v1, simulate_v2_explicit
 
@@ -137,18 +137,17 @@ class SimulationStatusView(APIView):
 
     @extend_schema(responses=SimulationStatusSerializer)
     def get(self, request: Request) -> Response:
-        # The check may close an expired breaker, so the row is read after it.
-        is_open = breaker.breaker_is_disabled()
-        row = circuit_breaker_get()
+        # The check may close an expired breaker; its snapshot is the state after that.
+        seen = breaker.breaker_check()
         return Response(
             {
                 "sandbox_enabled": settings.COSTSIM_V2_SANDBOX,
-                "circuit_breaker_open": is_open,
+                "circuit_breaker_open": seen.disabled,
                 "model_version": settings.COSTSIM_MODEL_VERSION,
                 "adapter_version": settings.COSTSIM_ADAPTER_VERSION,
                 "drift_threshold": settings.COSTSIM_DRIFT_THRESHOLD,
-                "consecutive_failures": row.consecutive_failures if row else 0,
-                "disabled_until": format_datetime(row.disabled_until) if row else None,
+                "consecutive_failures": seen.consecutive_failures,
+                "disabled_until": format_datetime(seen.disabled_until),
             }
         )
 

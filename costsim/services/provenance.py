@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -108,35 +109,84 @@ def provenance_input_json(
     return value
 
 
-def _entry_row(entry: ProvenanceEntry, *, v2_output: dict[str, Any] | None = None) -> Provenance:
+def _entry_values(
+    entry: ProvenanceEntry, *, v2_output: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the column values (by field name, tenant excluded) of one comparison's row."""
     v1, v2, comparison = entry.v1_result, entry.v2_result, entry.comparison
     if v2_output is None and v2 is not None:
         v2_output = v2.to_dict()
     v1_cost = v1.estimated_cost_cents if v1 is not None else None
     v2_cost = v2.estimated_cost_cents if v2 is not None else None
-    row = Provenance(
-        tenant=entry.tenant,
-        run_id=entry.run_id,
-        variant_slug=Variant.V2,
-        source=entry.source,
-        model_version=settings.COSTSIM_MODEL_VERSION,
-        adapter_version=settings.COSTSIM_ADAPTER_VERSION,
-        commit_sha=settings.GIT_COMMIT_SHA,
-        input_json=entry.input_json,
-        input_hash=short_hash(entry.input_json, INPUT_HASH_LENGTH),
-        output_json=v2_output,
-        output_hash=v2.output_hash if v2 is not None else "",
-        v1_cost=v1_cost,
-        v2_cost=v2_cost,
-        cost_delta=v2_cost - v1_cost if v1_cost is not None and v2_cost is not None else None,
-        drift_score=comparison.drift_score if comparison is not None else None,
-        verdict=comparison.verdict if comparison is not None else None,
-        v2_status=v2.status if v2 is not None else None,
-        runtime_ms=v2.runtime_ms if v2 is not None else None,
-        created_at=timezone.now(),
-    )
+    return {
+        "run_id": entry.run_id,
+        "variant_slug": Variant.V2.value,
+        "source": entry.source,
+        "model_version": settings.COSTSIM_MODEL_VERSION,
+        "adapter_version": settings.COSTSIM_ADAPTER_VERSION,
+        "commit_sha": settings.GIT_COMMIT_SHA,
+        "input_json": entry.input_json,
+        "input_hash": short_hash(entry.input_json, INPUT_HASH_LENGTH),
+        "output_json": v2_output,
+        "output_hash": v2.output_hash if v2 is not None else "",
+        "v1_cost": v1_cost,
+        "v2_cost": v2_cost,
+        "cost_delta": (v2_cost - v1_cost if v1_cost is not None and v2_cost is not None else None),
+        "drift_score": comparison.drift_score if comparison is not None else None,
+        "verdict": comparison.verdict if comparison is not None else None,
+        "v2_status": v2.status if v2 is not None else None,
+        "runtime_ms": v2.runtime_ms if v2 is not None else None,
+        "created_at": timezone.now(),
+    }
+
+
+def _entry_row(entry: ProvenanceEntry) -> Provenance:
+    row = Provenance(tenant=entry.tenant, **_entry_values(entry))
     row.full_clean(exclude=_CLEAN_EXCLUDE, validate_unique=False, validate_constraints=False)
     return row
+
+
+# Column order of the hand-written INSERT: the tenant, then every other concrete field
+# but the generated id.
+_VALUE_FIELDS = (
+    "run_id",
+    "variant_slug",
+    "source",
+    "model_version",
+    "adapter_version",
+    "commit_sha",
+    "input_json",
+    "input_hash",
+    "output_json",
+    "output_hash",
+    "v1_cost",
+    "v2_cost",
+    "cost_delta",
+    "drift_score",
+    "verdict",
+    "v2_status",
+    "runtime_ms",
+    "created_at",
+)
+_INSERT_FIELDS = ("tenant", *_VALUE_FIELDS)
+_JSON_FIELDS = frozenset({"input_json", "output_json"})
+
+
+@cache
+def _insert_sql() -> str:
+    opts = Provenance._meta
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(opts.get_field(name).column) for name in _INSERT_FIELDS)
+    values = ", ".join("%s::jsonb" if name in _JSON_FIELDS else "%s" for name in _INSERT_FIELDS)
+    return (
+        f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES ({values}) "
+        f"RETURNING {quote(opts.pk.column)}"
+    )
+
+
+def _json_param(value: Any) -> str | None:
+    # What JSONField would send (json.dumps, default options); NULL stays SQL NULL.
+    return None if value is None else json.dumps(value)
 
 
 def _count_written(rows: Iterable[Provenance]) -> None:
@@ -162,11 +212,14 @@ def provenance_record(
     caller has already built it. Counts the row in
     costsim_v2_provenance_logs_total{tenant, source}.
 
-    One INSERT, which is a transaction of its own under autocommit (and joins the
-    caller's transaction inside atomic()); no explicit BEGIN/COMMIT, because this runs on
-    every shadowed simulation and each round trip there counts.
+    This runs on every shadowed simulation, so it is one hand-written INSERT ... RETURNING
+    id: a transaction of its own under autocommit (it joins the caller's transaction
+    inside atomic()), with no BEGIN/COMMIT round trips, no ORM compilation and no
+    full_clean(). The values come from the validated request body, the estimators and
+    settings; the column types and lengths are still enforced by PostgreSQL, so a value
+    that does not fit (a misconfigured version string) fails the INSERT instead.
     """
-    row = _entry_row(
+    values = _entry_values(
         ProvenanceEntry(
             tenant=tenant,
             run_id=run_id,
@@ -178,7 +231,17 @@ def provenance_record(
         ),
         v2_output=v2_output,
     )
-    row.save(force_insert=True)
+    params = [tenant.pk]
+    params += [
+        _json_param(values[name]) if name in _JSON_FIELDS else values[name]
+        for name in _VALUE_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(), params)
+        (pk,) = cursor.fetchone()
+    row = Provenance(pk=pk, tenant=tenant, **values)
+    row._state.adding = False
+    row._state.db = connection.alias
     _count_written([row])
     return row
 

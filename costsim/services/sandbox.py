@@ -7,21 +7,11 @@ step (V2, comparison, breaker report, provenance) may fail in any way; on
 Time bound of the shadow step: V2 is pure and linear in the plan (at most 200 steps;
 `iterations` multiplies, it does not loop, and prompt lengths are only measured): about
 0.1 ms per step on a loaded 2-vCPU host, so under 20 ms for the largest plan the API
-accepts and well under 1 ms for typical plans. The database work around it is one unlocked
-read of the breaker row, the breaker reports that can change its state (single-row
-transactions under the row lock, see below) and one provenance INSERT. Nothing waits on
-the network or on another service.
-
-Breaker reports that cannot change anything are not sent. A shadow run whose unlocked
-read found the breaker closed with no failure streak, and whose drift score is within
-COSTSIM_DRIFT_THRESHOLD, would lock the row only to leave it as it is; with no
-schema-error streak the same holds for the success report. Such a report takes effect
-at the moment of that read, which is a valid order for concurrent reports, so the
-outcome is the one the locked report would have had. What is saved is two row-lock
-transactions per request, whose commits (each a WAL flush while holding the one breaker
-row lock) serialise every worker on the hot path. A report that may change the state
-(a drift above the threshold, any streak to reset, a schema error) always goes through
-the breaker service.
+accepts and well under 1 ms for typical plans. The database work around it is the
+breaker check (one unlocked read), the breaker reports that change its state (single-row
+transactions under the row lock; the breaker skips those that cannot change anything,
+using the check's reading) and one provenance INSERT. Nothing waits on the network or on
+another service.
 """
 
 import logging
@@ -32,7 +22,7 @@ from django.conf import settings
 from analytics.models import Tenant
 from costsim import metrics
 from costsim.models import BreakerIncident, ProvenanceSource
-from costsim.selectors import BreakerStreaks, circuit_breaker_streaks
+from costsim.selectors import BreakerSnapshot
 from costsim.services import breaker, estimators
 from costsim.services.drift import Comparison, compare
 from costsim.services.estimators import V1Result, V2Result
@@ -50,10 +40,11 @@ def result_dict(value: Any) -> Any:
 
     Equal to `value.to_dict()`, without dataclasses.asdict's deep copy of every leaf:
     the results are frozen and freshly built, and the copy costs more than the V2 run
-    itself on the hot path. Only containers are rebuilt; scalars are shared.
+    itself on the hot path. Only containers are rebuilt; scalars are shared, and tested
+    inline so that the many scalar leaves cost no function call.
     """
     if _is_dataclass(value):
-        return {key: _plain(item) for key, item in value.__dict__.items()}
+        return _fields(value.__dict__)
     return _plain(value)
 
 
@@ -61,16 +52,20 @@ def _is_dataclass(value: Any) -> bool:
     return hasattr(type(value), "__dataclass_fields__")
 
 
+def _fields(mapping: dict) -> dict:
+    return {key: item if type(item) in _SCALARS else _plain(item) for key, item in mapping.items()}
+
+
 def _plain(item: Any) -> Any:
     kind = type(item)
-    if kind is list:
-        return [_plain(element) for element in item]
-    if kind is dict:
-        return {key: _plain(element) for key, element in item.items()}
     if kind in _SCALARS:
         return item
+    if kind is list:
+        return [element if type(element) in _SCALARS else _plain(element) for element in item]
+    if kind is dict:
+        return _fields(item)
     if _is_dataclass(item):
-        return {key: _plain(element) for key, element in item.__dict__.items()}
+        return _fields(item.__dict__)
     return item
 
 
@@ -113,26 +108,19 @@ def simulate(
     if not settings.COSTSIM_V2_SANDBOX:
         return response
     try:
-        snapshot = circuit_breaker_streaks()
-        if snapshot is None or snapshot.disabled:
-            # Open (or missing): the breaker service checks, with auto-recovery. Whatever
-            # it answers, the snapshot is stale now, so every report goes to the breaker.
-            disabled = breaker.breaker_is_disabled()
-            snapshot = None
-        else:
-            disabled = False
+        seen = breaker.breaker_check()
     except Exception as exc:
         # The breaker state is unknown, so V2 stays off for this request.
         logger.exception("Circuit breaker check failed; V2 shadow skipped")
         response["sandbox_enabled"] = True
         response["v2_error"] = str(exc) or type(exc).__name__
         return response
-    if disabled:
+    if seen.disabled:
         response["v2_error"] = V2_DISABLED_MESSAGE
         return response
 
     response["sandbox_enabled"] = True
-    shadow = _Shadow(tenant=tenant, run_id=run_id, snapshot=snapshot)
+    shadow = _Shadow(tenant=tenant, run_id=run_id, seen=seen)
     try:
         shadow.run(
             v1=v1,
@@ -194,11 +182,11 @@ class _Shadow:
         run_id: str | None,
         source: str = ProvenanceSource.SANDBOX,
         report: bool = True,
-        snapshot: BreakerStreaks | None = None,
+        seen: BreakerSnapshot | None = None,
     ):
         self.tenant = tenant
-        # The closed breaker as read before V2 ran; None means "report everything".
-        self.snapshot = snapshot
+        # The breaker check of this request, handed to the reports (see breaker.py).
+        self.seen = seen
         self.run_id = run_id
         self.source = source
         self.report = report
@@ -245,20 +233,19 @@ class _Shadow:
                     )
                 )
             else:
-                if self._success_may_change_state():
-                    breaker.breaker_report_success()
-                if self._drift_may_change_state(self.comparison.drift_score):
-                    self.incident = breaker.breaker_report_drift(
-                        score=self.comparison.drift_score,
-                        sample_count=1,
-                        details=self._details(
-                            verdict=self.comparison.verdict,
-                            cost_delta_cents=self.comparison.cost_delta_cents,
-                            cost_delta_pct=self.comparison.cost_delta_pct,
-                            feasibility_match=self.comparison.feasibility_match,
-                        ),
-                        source=ProvenanceSource.SANDBOX,
-                    )
+                breaker.breaker_report_success(seen=self.seen)
+                self.incident = breaker.breaker_report_drift(
+                    score=self.comparison.drift_score,
+                    sample_count=1,
+                    details=self._details(
+                        verdict=self.comparison.verdict,
+                        cost_delta_cents=self.comparison.cost_delta_cents,
+                        cost_delta_pct=self.comparison.cost_delta_pct,
+                        feasibility_match=self.comparison.feasibility_match,
+                    ),
+                    source=ProvenanceSource.SANDBOX,
+                    seen=self.seen,
+                )
 
         if settings.COSTSIM_PROVENANCE_ENABLED:
             provenance_record(
@@ -273,16 +260,6 @@ class _Shadow:
                 comparison=self.comparison,
                 v2_output=self.v2_output,
             )
-
-    def _success_may_change_state(self) -> bool:
-        return self.snapshot is None or self.snapshot.consecutive_schema_errors > 0
-
-    def _drift_may_change_state(self, score: float) -> bool:
-        return (
-            self.snapshot is None
-            or self.snapshot.consecutive_failures > 0
-            or score > settings.COSTSIM_DRIFT_THRESHOLD
-        )
 
     def _details(self, **values: Any) -> dict[str, Any]:
         return {"source": self.source, **values, "run_id": self.run_id}

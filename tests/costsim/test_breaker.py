@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import time_machine
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from config.database import database_url_from_settings
 from costsim.collectors import STATE_COLLECTOR
 from costsim.models import (
     BREAKER_NAME,
@@ -21,6 +23,7 @@ from costsim.models import (
     BreakerIncident,
     CircuitBreaker,
 )
+from costsim.selectors import BreakerSnapshot
 from costsim.services import breaker as svc
 from tests.costsim.safety_factories import AlertOutboxFactory, BreakerIncidentFactory
 from tests.factories import utc
@@ -232,6 +235,112 @@ def test_passed_canary_leaves_an_open_breaker_alone():
     row = _row()
     assert row.disabled is True
     assert row.consecutive_failures == 3
+
+
+# Reports that cannot change anything --------------------------------------------------
+
+
+def _locking(queries) -> list[str]:
+    return [q["sql"] for q in queries if "FOR UPDATE" in q["sql"]]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "report",
+    [
+        lambda: _drift(0.2),
+        lambda: svc.breaker_report_success(),
+        lambda: svc.breaker_report_canary(
+            passed=True, kl_divergence=0.0, total_samples=10, details={}
+        ),
+    ],
+    ids=["drift_within_threshold", "success", "passed_canary"],
+)
+def test_a_report_that_changes_nothing_is_one_unlocked_read(report):
+    # given a closed breaker with no streaks
+    svc.breaker_get()
+    before = _row().updated_at
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        report()
+    # then
+    assert len(queries) == 1
+    assert _locking(queries) == []
+    assert _row().updated_at == before
+
+
+@pytest.mark.django_db
+def test_reports_with_the_checks_reading_send_no_query():
+    # given
+    seen = svc.breaker_check()
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        svc.breaker_report_success(seen=seen)
+        result = svc.breaker_report_drift(score=0.1, sample_count=1, details={}, seen=seen)
+    # then
+    assert result is None
+    assert len(queries) == 0
+
+
+@pytest.mark.django_db
+def test_a_reading_with_a_streak_sends_the_reports_through_the_lock():
+    # given streaks of both kinds, as the check read them
+    _drift(0.25)
+    svc.breaker_report_schema_error(details={})
+    seen = svc.breaker_check()
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        svc.breaker_report_success(seen=seen)
+        svc.breaker_report_drift(score=0.1, sample_count=1, details={}, seen=seen)
+    # then
+    assert len(_locking(queries)) == 2
+    row = _row()
+    assert (row.consecutive_failures, row.consecutive_schema_errors) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_a_failure_always_takes_the_lock():
+    # given
+    seen = svc.breaker_check()
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        svc.breaker_report_drift(score=0.21, sample_count=1, details={}, seen=seen)
+    # then
+    assert len(_locking(queries)) == 1
+    assert _row().consecutive_failures == 1
+
+
+@pytest.mark.django_db
+def test_a_drift_on_an_open_breaker_is_counted_without_a_lock(django_capture_on_commit_callbacks):
+    # given
+    _trip_by_drift()
+    counted = _sample("costsim_cb_reports_while_open_total", source="canary")
+    # when
+    with (
+        CaptureQueriesContext(connection) as queries,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        result = _drift(0.9, source="canary")
+    # then
+    assert result is None
+    assert _locking(queries) == []
+    assert _sample("costsim_cb_reports_while_open_total", source="canary") == counted + 1
+
+
+@pytest.mark.django_db
+def test_check_returns_the_state_after_an_auto_recovery():
+    # given a trip at T0 with a 24 h TTL, and a schema-error streak before it
+    with time_machine.travel(T0, tick=False):
+        svc.breaker_report_schema_error(details={})
+        _trip_by_drift()
+    # when
+    with time_machine.travel(T0 + timedelta(hours=25), tick=False):
+        seen = svc.breaker_check()
+    # then
+    assert seen == BreakerSnapshot(
+        disabled=False, disabled_until=None, consecutive_failures=0, consecutive_schema_errors=0
+    )
+    assert _row().disabled is False
 
 
 # Schema errors ------------------------------------------------------------------------
@@ -562,13 +671,11 @@ for moment in sys.argv[1:]:
 
 
 def _check_in_new_process(*moments) -> list[str]:
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        ),
+        # Also right for the embedded server, whose host is a Unix socket directory.
+        "DATABASE_URL": database_url_from_settings(connection.settings_dict),
         "COSTSIM_AUTO_RECOVER": "true",
         "COSTSIM_DISABLE_TTL_HOURS": "24",
     }

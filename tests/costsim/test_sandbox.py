@@ -1,16 +1,24 @@
 """The sandbox service: V1 authoritative, V2 in shadow, breaker reports, provenance."""
 
 import json
+from dataclasses import asdict
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from analytics.hashing import sha256_hex
 from costsim.models import BREAKER_NAME, CircuitBreaker, Provenance
+from costsim.selectors import BreakerSnapshot
 from costsim.services import breaker, estimators, sandbox
 from costsim.services.datasets import DATASETS
 from costsim.services.drift import compare
 from costsim.services.estimators import estimate_v1, estimate_v2
+from costsim.services.provenance import (
+    ProvenanceEntry,
+    provenance_input_json,
+    provenance_record_many,
+)
 from costsim.services.sandbox import result_dict, simulate, simulate_v1, simulate_v2_explicit
 
 pytestmark = pytest.mark.django_db
@@ -111,9 +119,12 @@ def test_shadow_run_with_streaks_reports_success_and_drift_to_the_breaker(
     )
     # when
     _simulate(tenant, run_id="run-1")
-    # then: both streaks are reset through the breaker service
+    # then: both streaks are reset through the breaker service, which got the check's reading
+    seen = BreakerSnapshot(
+        disabled=False, disabled_until=None, consecutive_failures=2, consecutive_schema_errors=3
+    )
     assert breaker_calls == [
-        ("breaker_report_success", {}),
+        ("breaker_report_success", {"seen": seen}),
         (
             "breaker_report_drift",
             {
@@ -128,6 +139,7 @@ def test_shadow_run_with_streaks_reports_success_and_drift_to_the_breaker(
                     "run_id": "run-1",
                 },
                 "source": "sandbox",
+                "seen": seen,
             },
         ),
     ]
@@ -135,16 +147,22 @@ def test_shadow_run_with_streaks_reports_success_and_drift_to_the_breaker(
     assert (row.consecutive_failures, row.consecutive_schema_errors) == (0, 0)
 
 
-def test_reports_that_cannot_change_a_clean_breaker_are_not_sent(
+def test_reports_that_cannot_change_a_clean_breaker_take_no_lock(
     tenant, sandbox_on, breaker_calls, django_assert_num_queries
 ):
     # given: closed, no streaks; the example plan drifts 0.12, within the 0.2 threshold
     sandbox_on.COSTSIM_DRIFT_THRESHOLD = 0.2
-    # when / then: one unlocked read of the breaker row and the provenance INSERT
+    # when / then: the check's unlocked read and the provenance INSERT, nothing else
     with django_assert_num_queries(2):
         result = _simulate(tenant)
     assert result["v2_error"] is None
-    assert breaker_calls == []
+    assert [name for name, _ in breaker_calls] == [
+        "breaker_report_success",
+        "breaker_report_drift",
+    ]
+    assert [kwargs["seen"] for _, kwargs in breaker_calls] == [
+        breaker.circuit_breaker_snapshot()
+    ] * 2
 
 
 def test_missing_breaker_row_sends_every_report_to_the_breaker(tenant, sandbox_on, breaker_calls):
@@ -152,7 +170,7 @@ def test_missing_breaker_row_sends_every_report_to_the_breaker(tenant, sandbox_o
     CircuitBreaker.objects.all().delete()
     # when
     result = _simulate(tenant)
-    # then: nothing was short-cut, and the breaker service recreated its row
+    # then: the breaker service recreated its row and got both reports
     assert result["v2_error"] is None
     assert [name for name, _ in breaker_calls] == [
         "breaker_report_success",
@@ -167,8 +185,11 @@ def test_drift_above_the_threshold_is_always_reported(tenant, sandbox_on, breake
     # when
     _simulate(tenant, plan=MYSTERY_PLAN)
     # then
-    assert [name for name, _ in breaker_calls] == ["breaker_report_drift"]
-    assert breaker_calls[0][1]["score"] == 0.3
+    assert [name for name, _ in breaker_calls] == [
+        "breaker_report_success",
+        "breaker_report_drift",
+    ]
+    assert breaker_calls[1][1]["score"] == 0.3
     assert _breaker().consecutive_failures == 1
 
 
@@ -180,7 +201,7 @@ def test_after_auto_recovery_every_report_goes_to_the_breaker(tenant, sandbox_on
     )
     # when
     result = _simulate(tenant)
-    # then: the check closed it, and the stale read did not short-cut the reports
+    # then: the check closed it, and the reports saw it closed
     assert result["v2_error"] is None
     assert result["v2"] is not None
     assert [name for name, _ in breaker_calls] == [
@@ -269,14 +290,17 @@ def test_provenance_failure_is_caught(tenant, sandbox_on, monkeypatch):
     assert result["v2_error"] == "disk full"
 
 
-@pytest.mark.parametrize("breaker_open", [False, True])
-def test_breaker_check_failure_skips_v2_and_keeps_v1(tenant, sandbox_on, monkeypatch, breaker_open):
-    # given: the read of a closed breaker, or the check of an open one, fails
-    if breaker_open:
-        CircuitBreaker.objects.filter(name=BREAKER_NAME).update(disabled=True)
-        monkeypatch.setattr(breaker, "breaker_is_disabled", _raise("database unavailable"))
+@pytest.mark.parametrize("failing", ["read", "auto_recovery"])
+def test_breaker_check_failure_skips_v2_and_keeps_v1(tenant, sandbox_on, monkeypatch, failing):
+    # given: the read of the breaker row, or the auto-recovery of an expired one, fails
+    if failing == "read":
+        monkeypatch.setattr(breaker, "circuit_breaker_snapshot", _raise("database unavailable"))
     else:
-        monkeypatch.setattr(sandbox, "circuit_breaker_streaks", _raise("database unavailable"))
+        sandbox_on.COSTSIM_AUTO_RECOVER = True
+        CircuitBreaker.objects.filter(name=BREAKER_NAME).update(
+            disabled=True, disabled_until=timezone.now() - timedelta(seconds=1)
+        )
+        monkeypatch.setattr(breaker, "breaker_auto_recover", _raise("database unavailable"))
     # when
     result = _simulate(tenant)
     # then
@@ -373,6 +397,44 @@ def test_result_dict_equals_to_dict_on_every_reference_sample(dataset_id):
         assert result_dict(v2) == v2.to_dict()
         assert result_dict(compare(v1, v2)) == compare(v1, v2).to_dict()
         assert json.dumps(result_dict(v2)) == json.dumps(v2.to_dict())
+        # the output hash skips asdict too, and must still be the hash of asdict's steps
+        assert v2.output_hash == sha256_hex(
+            {
+                "feasible": v2.feasible,
+                "status": v2.status,
+                "estimated_cost_cents": v2.estimated_cost_cents,
+                "estimated_duration_ms": v2.estimated_duration_ms,
+                "step_estimates": [asdict(step) for step in v2.step_estimates],
+            }
+        )
+
+
+def test_shadow_row_has_every_column_the_orm_would_write(tenant, sandbox_on):
+    # given: the same comparison written by the hot path and by the ORM path
+    result = _simulate(tenant, run_id="run-7", allowed_skills=["kv_get"])
+    hot = Provenance.objects.get()
+    v1 = estimate_v1(EXAMPLE_PLAN, budget_cents=100, allowed_skills=["kv_get"])
+    v2 = estimate_v2(EXAMPLE_PLAN, budget_cents=100, allowed_skills=["kv_get"])
+    entry = ProvenanceEntry(
+        tenant=tenant,
+        run_id="run-7",
+        source="sandbox",
+        input_json=provenance_input_json(
+            plan=EXAMPLE_PLAN, budget_cents=100, allowed_skills=["kv_get"]
+        ),
+        v1_result=v1,
+        v2_result=v2,
+        comparison=compare(v1, v2),
+    )
+    # when
+    (orm,) = provenance_record_many(entries=[entry])
+    orm.refresh_from_db()
+    # then: every column but the id, the timestamp and V2's measured runtime is equal
+    varying = {"id", "created_at", "runtime_ms"}
+    columns = [f.attname for f in Provenance._meta.concrete_fields if f.attname not in varying]
+    assert {c: getattr(hot, c) for c in columns} == {c: getattr(orm, c) for c in columns}
+    assert hot.output_json == result["v2"]
+    assert hot.created_at is not None
 
 
 def test_simulate_v1_matches_the_estimator():
