@@ -8,7 +8,7 @@ stdout; default off).
 Sync workers, 2 x 2 cores + 1 of them, served the simulate endpoint best on the 2-core
 host: the same throughput as gthread workers at the same CPU per request, and a p99 two to
 three times lower, because a process serves one request at a time instead of its threads
-queueing for one GIL (docs/performance/simulate.md). They close the connection after each
+queueing for one GIL (docs/performance.md, shadow simulation). They close the connection after each
 response and are killed after GUNICORN_TIMEOUT, so a deployment that streams long exports
 to slow clients without a buffering proxy in front should set GUNICORN_THREADS above 1.
 """

@@ -79,7 +79,7 @@ TEMPLATES = [
 
 # Database: DATABASE_URL, or an embedded PostgreSQL started from a pip wheel (config/database.py).
 # No per-request health check (a SELECT 1 round trip on every request): a connection broken
-# while idle fails one request and is then discarded (docs/decisions/core.md).
+# while idle fails one request and is then discarded (docs/decisions.md, CostSim core).
 DATABASES = {
     "default": {
         **dj_database_url.parse(resolve_database_url(), conn_max_age=60, conn_health_checks=False),
