@@ -3,11 +3,11 @@ from datetime import date
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from analytics.models import SnapshotType, Tenant
+from analytics.management.tenant_option import tenants_for_option
+from analytics.models import SnapshotType
 from analytics.services.jobs import (
     DAILY_LOCK_ID,
     SKIPPED,
-    active_tenants,
     latest_periods,
     snapshots_backfill,
     snapshots_compute_periods,
@@ -39,7 +39,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         now = timezone.now()
-        tenants = self._tenants(options["tenant"])
+        tenants = tenants_for_option(options["tenant"])
         snapshot_types = (
             [options["snapshot_type"]] if options["snapshot_type"] else list(SnapshotType.values)
         )
@@ -87,16 +87,6 @@ class Command(BaseCommand):
         if report.failed_snapshots:
             raise CommandError(summary)
         self.stdout.write(self.style.SUCCESS(f"Done: {summary}."))
-
-    def _tenants(self, slug: str | None) -> list[Tenant]:
-        if slug is None:
-            return list(active_tenants())
-        tenant = Tenant.objects.filter(slug=slug).first()
-        if tenant is None:
-            raise CommandError(f"Unknown tenant {slug!r}.")
-        if not tenant.is_active:
-            raise CommandError(f"Tenant {slug!r} is inactive.")
-        return [tenant]
 
     @staticmethod
     def _date(option: str, raw: str) -> date:

@@ -3,7 +3,7 @@ from datetime import date, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from analytics.models import Tenant
+from analytics.management.tenant_option import tenants_for_option
 from analytics.services.anomalies import anomalies_detect_active_tenants
 
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant=None, as_of=None, since=None, until=None, **options):
         days = self._days(as_of=as_of, since=since, until=until)
-        tenants = self._tenants(tenant)
+        tenants = tenants_for_option(tenant)
         if not tenants:
             self.stdout.write("No active tenants.")
             return
@@ -79,13 +79,3 @@ class Command(BaseCommand):
         if days[-1] > today:
             raise CommandError(f"Dates must not be later than today ({today}).")
         return days
-
-    def _tenants(self, slug: str | None) -> list[Tenant]:
-        if slug is None:
-            return list(Tenant.objects.filter(is_active=True).order_by("pk"))
-        tenant = Tenant.objects.filter(slug=slug).first()
-        if tenant is None:
-            raise CommandError(f"Unknown tenant {slug!r}.")
-        if not tenant.is_active:
-            raise CommandError(f"Tenant {slug!r} is inactive.")
-        return [tenant]

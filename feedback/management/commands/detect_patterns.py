@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics.management.tenant_option import tenants_for_option
 from analytics.models import Tenant
 from feedback.services.patterns import patterns_detect_for_tenants
 
@@ -11,9 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", metavar="SLUG", help="only this tenant")
 
     def handle(self, *args, tenant: str | None = None, **options):
-        tenants = None
-        if tenant is not None:
-            tenants = [_active_tenant(tenant)]
+        tenants = tenants_for_option(tenant)
         summary = patterns_detect_for_tenants(tenants=tenants, on_tenant_done=self._report)
         if summary["failed"]:
             raise CommandError(
@@ -37,12 +36,3 @@ class Command(BaseCommand):
             f"{result['cost_spikes']} cost spike(s); {result['feedback_created']} created, "
             f"{result['feedback_updated']} updated"
         )
-
-
-def _active_tenant(slug: str) -> Tenant:
-    found = Tenant.objects.filter(slug=slug).first()
-    if found is None:
-        raise CommandError(f"Unknown tenant {slug!r}.")
-    if not found.is_active:
-        raise CommandError(f"Tenant {slug!r} is inactive.")
-    return found

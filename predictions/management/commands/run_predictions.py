@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics.management.tenant_option import tenants_for_option
 from analytics.models import Tenant
 from predictions.services.cycle import prediction_cycles_run
 
@@ -11,9 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", metavar="SLUG", help="only this tenant")
 
     def handle(self, *args, tenant: str | None = None, **options):
-        tenants = None
-        if tenant is not None:
-            tenants = [_active_tenant(tenant)]
+        tenants = tenants_for_option(tenant)
         summary = prediction_cycles_run(tenants=tenants, on_tenant_done=self._report)
         if summary["failed"]:
             raise CommandError(
@@ -39,12 +38,3 @@ class Command(BaseCommand):
         )
         for message in result["errors"]:
             self.stderr.write(f"{tenant.slug}: emission error: {message}")
-
-
-def _active_tenant(slug: str) -> Tenant:
-    found = Tenant.objects.filter(slug=slug).first()
-    if found is None:
-        raise CommandError(f"Unknown tenant {slug!r}.")
-    if not found.is_active:
-        raise CommandError(f"Tenant {slug!r} is inactive.")
-    return found
