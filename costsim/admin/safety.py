@@ -33,7 +33,7 @@ from costsim.services.breaker import (
 from costsim.services.outbox import alerts_retry_failed
 
 AUDIT_TRAIL_ROWS = 20
-ACTION_TEMPLATE = "admin/costsim/action_form.html"
+ACTION_TEMPLATE = "admin/action_form.html"
 
 
 def admin_actor(request) -> str:
