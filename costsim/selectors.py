@@ -13,6 +13,7 @@ from django.db import connection
 from django.db.models import Avg, Count, Max, Min, QuerySet, StdDev
 
 from analytics.models import Tenant
+from analytics.selectors.records import created_between
 from costsim.models import BREAKER_NAME, CircuitBreaker, Provenance
 
 EMPTY_DRIFT_STATS = {
@@ -22,15 +23,6 @@ EMPTY_DRIFT_STATS = {
     "max_delta": 0.0,
     "stddev_delta": 0.0,
 }
-
-
-def _window(queryset: QuerySet, start: datetime | None, end: datetime | None) -> QuerySet:
-    """Restrict to created_at in [start, end); either bound may be open."""
-    if start is not None:
-        queryset = queryset.filter(created_at__gte=start)
-    if end is not None:
-        queryset = queryset.filter(created_at__lt=end)
-    return queryset
 
 
 def provenance_list(
@@ -54,7 +46,7 @@ def provenance_list(
         queryset = queryset.filter(source=source)
     if input_hash is not None:
         queryset = queryset.filter(input_hash=input_hash)
-    return _window(queryset, start, end).order_by("-created_at", "-id")
+    return created_between(queryset, start, end).order_by("-created_at", "-id")
 
 
 def provenance_count(**filters) -> int:
@@ -73,7 +65,7 @@ def provenance_drift_stats(
     queryset = Provenance.objects.filter(
         tenant=tenant, v1_cost__isnull=False, v2_cost__isnull=False
     )
-    row = _window(queryset, start, end).aggregate(
+    row = created_between(queryset, start, end).aggregate(
         total=Count("id"),
         avg_delta=Avg("cost_delta"),
         min_delta=Min("cost_delta"),
@@ -125,7 +117,7 @@ def provenance_export_rows(
     if tenant is not None:
         queryset = queryset.filter(tenant=tenant)
     columns = [field.attname for field in Provenance._meta.concrete_fields]
-    return _window(queryset, start, end).order_by("id").values(*columns, "tenant__slug")
+    return created_between(queryset, start, end).order_by("id").values(*columns, "tenant__slug")
 
 
 def tenants_by_slug(*, slugs: Iterable[str]) -> dict[str, Tenant]:

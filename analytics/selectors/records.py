@@ -7,6 +7,15 @@ from django.db.models import QuerySet
 from analytics.models import Budget, CostRecord, FeatureTag, RunRecord, Tenant
 
 
+def created_between(queryset: QuerySet, start: datetime | None, end: datetime | None) -> QuerySet:
+    """Restrict to `created_at` in the half-open `[start, end)`; either bound may be open."""
+    if start is not None:
+        queryset = queryset.filter(created_at__gte=start)
+    if end is not None:
+        queryset = queryset.filter(created_at__lt=end)
+    return queryset
+
+
 def cost_record_list(
     *,
     tenant: Tenant,
@@ -20,11 +29,7 @@ def cost_record_list(
 
     Each filter matches one of the (tenant, <column>, created_at) indexes.
     """
-    records = CostRecord.objects.filter(tenant=tenant)
-    if start is not None:
-        records = records.filter(created_at__gte=start)
-    if end is not None:
-        records = records.filter(created_at__lt=end)
+    records = created_between(CostRecord.objects.filter(tenant=tenant), start, end)
     if model is not None:
         records = records.filter(model=model)
     if feature_tag is not None:
@@ -43,11 +48,7 @@ def run_record_list(
     status: str | None = None,
 ) -> QuerySet[RunRecord]:
     """The tenant's runs with `created_at` in `[start, end)`, optionally by worker or status."""
-    runs = RunRecord.objects.filter(tenant=tenant)
-    if start is not None:
-        runs = runs.filter(created_at__gte=start)
-    if end is not None:
-        runs = runs.filter(created_at__lt=end)
+    runs = created_between(RunRecord.objects.filter(tenant=tenant), start, end)
     if worker_id is not None:
         runs = runs.filter(worker_id=worker_id)
     if status is not None:
