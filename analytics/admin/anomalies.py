@@ -29,7 +29,7 @@ from analytics.models import (
     Severity,
 )
 from analytics.selectors.anomalies import anomaly_daily_series
-from analytics.services.anomalies import (
+from analytics.services.anomaly_lifecycle import (
     anomalies_acknowledge,
     anomalies_label,
     anomalies_resolve,

@@ -21,8 +21,8 @@ from analytics.api.views import SchemaSafeMixin
 from analytics.api.viewsets import TenantScopedMixin
 from analytics.models import Anomaly, AnomalyStatus, AnomalyType, EntityType, Severity
 from analytics.selectors.anomalies import anomaly_detail_queryset, anomaly_list
-from analytics.services.anomalies import (
-    anomalies_detect,
+from analytics.services.anomalies import anomalies_detect
+from analytics.services.anomaly_lifecycle import (
     anomaly_acknowledge,
     anomaly_label,
     anomaly_resolve,

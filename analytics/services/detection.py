@@ -1,8 +1,9 @@
-"""The anomaly detection engine (spec/analytics.md §9, §11): pure functions, no ORM, no settings.
+"""The anomaly detection engine: pure functions, no ORM, no settings.
 
-The database side (which spend to read, what to upsert) lives in `analytics.services.anomalies`
-and `analytics.services.evaluation`; everything here works on plain numbers so the rules can be
-checked without a database and replayed for backtests.
+The database side lives elsewhere: `analytics.selectors.detection` reads the spend,
+`analytics.services.anomaly_rules` and `analytics.services.evaluation` turn it into candidates
+and write the rule state. Everything here works on plain numbers so the rules can be checked
+without a database and replayed for backtests.
 """
 
 import math
@@ -87,6 +88,31 @@ def ratio_to_pct(ratio: float) -> float:
 # --- Rule 1 ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SpikeBreach:
+    """One entity's day at or above SPIKE_RATIO times its baseline."""
+
+    deviation_pct: float
+    today: float
+    baseline: float  # average spend per active day of the baseline window
+
+
+def spike_breach(
+    *, baseline_spend: float | None, baseline_days: int, today_spend: float | None
+) -> SpikeBreach | None:
+    """Today's breach, or None below the ratio, without a baseline or without spend today.
+
+    The baseline averages over the days that had spend, so a quiet day does not lower it.
+    """
+    if not baseline_days or not baseline_spend or not today_spend:
+        return None
+    baseline = baseline_spend / baseline_days
+    ratio = today_spend / baseline
+    if ratio < SPIKE_RATIO:
+        return None
+    return SpikeBreach(ratio_to_pct(ratio), today_spend, baseline)
+
+
 def consecutive_streak(breach_dates: Iterable[date], end: date, cap: int = STREAK_CAP) -> int:
     """Number of consecutive days end, end - 1, ... present in `breach_dates`, at most `cap`.
 
@@ -102,6 +128,28 @@ def consecutive_streak(breach_dates: Iterable[date], end: date, cap: int = STREA
 
 
 # --- Rule 2 ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    """The tenant's recent week against its older baseline, both as daily averages."""
+
+    rolling: float  # over all DRIFT_ROLLING_DAYS days, quiet ones included
+    baseline: float  # over the active days of the baseline window
+    ratio: float
+    drift_pct: float
+
+
+def drift_reading(
+    *, rolling_spend: float | None, baseline_spend: float | None, baseline_days: int
+) -> DriftReading | None:
+    """The rolling/baseline ratio, or None when the baseline window had no spend."""
+    if not baseline_days or not baseline_spend:
+        return None
+    rolling = (rolling_spend or 0.0) / float(DRIFT_ROLLING_DAYS)
+    baseline = baseline_spend / baseline_days
+    ratio = rolling / baseline
+    return DriftReading(rolling, baseline, ratio, ratio_to_pct(ratio))
 
 
 @dataclass(frozen=True)

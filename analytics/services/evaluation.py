@@ -13,7 +13,7 @@ from analytics.models import (
 )
 from analytics.selectors.snapshots import snapshot_aggregates
 from analytics.services import detection as engine
-from analytics.services.anomalies import AnomalyCandidate, anomaly_candidates_upsert
+from analytics.services.anomaly_upsert import AnomalyCandidate, anomaly_candidates_upsert
 from analytics.services.explain import CauseWindows, ExplainSubject
 
 DEFAULT_THRESHOLD_PCT = 200.0

@@ -21,11 +21,8 @@ from analytics.models import (
     DriftTracking,
     EntityType,
 )
-from analytics.services.anomalies import (
-    anomalies_detect,
-    anomalies_detect_active_tenants,
-    anomaly_resolve,
-)
+from analytics.services.anomalies import anomalies_detect, anomalies_detect_active_tenants
+from analytics.services.anomaly_lifecycle import anomaly_resolve
 from analytics.signals import high_anomaly_detected
 from tests.analytics.factories import BreachHistoryFactory
 from tests.factories import BudgetFactory, CostRecordFactory, TenantFactory, utc

@@ -177,6 +177,43 @@ def test_consecutive_streak_stops_at_a_gap_and_at_the_cap():
     assert engine.consecutive_streak(days(*range(10)), d) == 7
 
 
+def test_spike_breach_averages_over_active_days_and_needs_the_ratio():
+    # 1300 cents over 10 active days is a 130-cent baseline; 182 is exactly 1.4 times it
+    breach = engine.spike_breach(baseline_spend=1300.0, baseline_days=10, today_spend=182.0)
+    assert (breach.baseline, breach.today) == (130.0, 182.0)
+    assert breach.deviation_pct == pytest.approx(40.0)
+
+    assert engine.spike_breach(baseline_spend=1300.0, baseline_days=10, today_spend=181.0) is None
+
+
+@pytest.mark.parametrize(
+    "baseline_spend, baseline_days, today_spend",
+    [(None, 0, 500.0), (0.0, 3, 500.0), (300.0, 0, 500.0), (300.0, 3, None), (300.0, 3, 0.0)],
+)
+def test_spike_breach_needs_a_baseline_and_spend_today(baseline_spend, baseline_days, today_spend):
+    assert (
+        engine.spike_breach(
+            baseline_spend=baseline_spend, baseline_days=baseline_days, today_spend=today_spend
+        )
+        is None
+    )
+
+
+def test_drift_reading_spreads_the_rolling_week_over_seven_days():
+    # 1750 cents in the week (some days quiet) against 200 a day over 15 active days
+    reading = engine.drift_reading(rolling_spend=1750.0, baseline_spend=3000.0, baseline_days=15)
+    assert (reading.rolling, reading.baseline, reading.ratio) == (250.0, 200.0, 1.25)
+    assert reading.drift_pct == pytest.approx(25.0)
+
+    quiet = engine.drift_reading(rolling_spend=None, baseline_spend=3000.0, baseline_days=15)
+    assert (quiet.rolling, quiet.ratio) == (0.0, 0.0)
+
+
+def test_drift_reading_needs_a_baseline():
+    assert engine.drift_reading(rolling_spend=700.0, baseline_spend=None, baseline_days=0) is None
+    assert engine.drift_reading(rolling_spend=700.0, baseline_spend=0.0, baseline_days=4) is None
+
+
 def test_drift_step_counts_consecutive_days_and_restarts_after_a_gap():
     d = MONDAY
     start = engine.drift_step(None, as_of=d, ratio=1.3)

@@ -1,0 +1,271 @@
+"""Reads of anomaly detection: the tenant's spend per entity, set-based, one query per rule family.
+
+Every read covers all entities of the tenant at once, so a detection run costs the same number
+of queries however many users, features and models the tenant has. The windows are passed in
+as UTC instants; which days a rule looks at is the business of `analytics.services.anomaly_rules`.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.db import connection
+
+from analytics.models import Budget, EntityType, Tenant
+
+
+def _fetch(sql: str, params) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+# One scan of the tenant's last 28 days feeds both rules: per user, per feature and for the
+# tenant, the spike's baseline and today's spend; on the tenant row also the drift's
+# rolling week and baseline. The two EXISTS columns (InitPlans, run once) spare the drift
+# and budget rules a round trip for tenants that never drifted or have no active budget.
+_RECENT_SPEND_SQL = """
+SELECT CASE WHEN GROUPING(user_id) = 0 THEN 'user'
+            WHEN GROUPING(feature_tag) = 0 THEN 'feature'
+            ELSE 'tenant' END AS entity_type,
+       COALESCE(user_id, feature_tag) AS entity_id,
+       SUM(cost_cents) FILTER (WHERE created_at >= %(spike_start)s
+                                 AND created_at < %(spike_baseline_end)s)::float8,
+       COUNT(DISTINCT day) FILTER (WHERE created_at >= %(spike_start)s
+                                     AND created_at < %(spike_baseline_end)s),
+       SUM(cost_cents) FILTER (WHERE created_at >= %(today_start)s)::float8,
+       SUM(cost_cents) FILTER (WHERE created_at >= %(rolling_start)s)::float8,
+       SUM(cost_cents) FILTER (WHERE created_at < %(drift_baseline_end)s)::float8,
+       COUNT(DISTINCT day) FILTER (WHERE created_at < %(drift_baseline_end)s),
+       (SELECT EXISTS (
+            SELECT 1 FROM analytics_drifttracking
+            WHERE tenant_id = %(tenant_id)s AND entity_type = 'tenant' AND entity_id IS NULL
+       )),
+       (SELECT EXISTS (
+            SELECT 1 FROM analytics_budget WHERE tenant_id = %(tenant_id)s AND is_active
+       ))
+FROM (
+    SELECT user_id, feature_tag, cost_cents, created_at,
+           (created_at AT TIME ZONE 'UTC')::date AS day
+    FROM analytics_costrecord
+    WHERE tenant_id = %(tenant_id)s
+      AND created_at >= %(drift_baseline_start)s
+      AND created_at < %(until)s
+) records
+GROUP BY GROUPING SETS ((user_id), (feature_tag), ())
+-- users, then features, then the tenant; ids in byte order
+ORDER BY GROUPING(user_id), GROUPING(feature_tag), COALESCE(user_id, feature_tag) COLLATE "C"
+"""
+
+
+@dataclass(frozen=True)
+class RecentSpend:
+    """One entity's recent spend (the drift columns are meaningful for the tenant only)."""
+
+    entity_type: str
+    entity_id: str | None
+    spike_baseline_spend: float | None
+    spike_baseline_days: int
+    today_spend: float | None
+    rolling_spend: float | None
+    drift_baseline_spend: float | None
+    drift_baseline_days: int
+    has_tracking: bool
+    has_budgets: bool
+
+
+def recent_spend_by_entity(
+    *,
+    tenant: Tenant,
+    drift_baseline_start: datetime,
+    drift_baseline_end: datetime,
+    spike_start: datetime,
+    spike_baseline_end: datetime,
+    rolling_start: datetime,
+    today_start: datetime,
+    until: datetime,
+) -> list[RecentSpend]:
+    """Users, then features, then the tenant, each with its spend in every window.
+
+    Records from `drift_baseline_start` up to `until` are read; sums are None and day counts
+    0 for windows without records. Records without a user are not a user entity.
+    """
+    rows = _fetch(
+        _RECENT_SPEND_SQL,
+        {
+            "tenant_id": tenant.pk,
+            "drift_baseline_start": drift_baseline_start,
+            "drift_baseline_end": drift_baseline_end,
+            "spike_start": spike_start,
+            "spike_baseline_end": spike_baseline_end,
+            "rolling_start": rolling_start,
+            "today_start": today_start,
+            "until": until,
+        },
+    )
+    return [
+        RecentSpend(*row)
+        for row in rows
+        if row[0] == EntityType.TENANT or row[1] is not None  # no "NULL user" entity
+    ]
+
+
+# Breach days in the streak window of every breaching entity; the streak itself (gaps end
+# it) is counted by the engine.
+_BREACH_DAYS_SQL = """
+SELECT b.entity_type, b.entity_id, array_agg(b.breach_date)
+FROM analytics_breachhistory b
+JOIN unnest(%(entity_type)s::text[], %(entity_id)s::text[]) AS e(entity_type, entity_id)
+  ON e.entity_type = b.entity_type AND e.entity_id IS NOT DISTINCT FROM b.entity_id
+WHERE b.tenant_id = %(tenant_id)s
+  AND b.breach_type = 'ABSOLUTE_SPIKE'
+  AND b.breach_date BETWEEN %(first_day)s AND %(last_day)s
+GROUP BY b.entity_type, b.entity_id
+"""
+
+
+def spike_breach_days(
+    *,
+    tenant: Tenant,
+    entity_types: Sequence[str],
+    entity_ids: Sequence[str | None],
+    first_day: date,
+    last_day: date,
+) -> dict[tuple[str, str | None], list[date]]:
+    """ABSOLUTE_SPIKE breach days in [first_day, last_day] of each (type, id) pair given.
+
+    Entities without a breach day in the range are absent from the result.
+    """
+    rows = _fetch(
+        _BREACH_DAYS_SQL,
+        {
+            "tenant_id": tenant.pk,
+            "entity_type": list(entity_types),
+            "entity_id": list(entity_ids),
+            "first_day": first_day,
+            "last_day": last_day,
+        },
+    )
+    return {(entity_type, entity_id): days for entity_type, entity_id, days in rows}
+
+
+# Every active budget of the tenant with its daily and month-to-date spend, in one query.
+_BUDGET_SPEND_SQL = """
+SELECT b.*,
+       COALESCE(SUM(r.cost_cents) FILTER (WHERE r.created_at >= %(day_start)s), 0) AS day_spend,
+       COALESCE(SUM(r.cost_cents), 0) AS month_spend
+FROM analytics_budget b
+LEFT JOIN analytics_costrecord r
+  ON r.tenant_id = b.tenant_id
+ AND r.created_at >= %(month_start)s
+ AND r.created_at < %(until)s
+ AND CASE b.budget_type
+         WHEN 'feature' THEN r.feature_tag = b.entity_id
+         WHEN 'user' THEN r.user_id = b.entity_id
+         ELSE TRUE
+     END
+WHERE b.tenant_id = %(tenant_id)s AND b.is_active
+GROUP BY b.id
+ORDER BY b.id
+"""
+
+
+def active_budgets_with_spend(
+    *, tenant: Tenant, day_start: datetime, month_start: datetime, until: datetime
+) -> list[Budget]:
+    """The tenant's active budgets by id, each annotated with `day_spend` and `month_spend`.
+
+    Both are Decimal cents spent in the budget's scope up to `until`, from `day_start` and
+    from `month_start`; 0 without records.
+    """
+    return list(
+        Budget.objects.raw(
+            _BUDGET_SPEND_SQL,
+            {
+                "tenant_id": tenant.pk,
+                "day_start": day_start,
+                "month_start": month_start,
+                "until": until,
+            },
+        )
+    )
+
+
+# The history plus the evaluated day of every eligible entity, zero-filled by generate_series.
+# Only tenants whose records reach back to the first history day are judged (the uncorrelated
+# EXISTS runs once). Within one entity type the only NULL id left is the tenant's, so COALESCE
+# gives a non-null key the final join can hash on.
+_OUTLIER_HISTORY_SQL = """
+WITH records AS (
+    SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, feature_tag, user_id, cost_cents
+    FROM analytics_costrecord
+    WHERE tenant_id = %(tenant_id)s
+      AND created_at >= %(history_start)s
+      AND created_at < %(evaluated_end)s
+      AND EXISTS (
+          SELECT 1 FROM analytics_costrecord
+          WHERE tenant_id = %(tenant_id)s AND created_at < %(history_first_end)s
+      )
+),
+grouped AS (
+    SELECT CASE WHEN GROUPING(model) = 0 THEN 'model'
+                WHEN GROUPING(feature_tag) = 0 THEN 'feature'
+                WHEN GROUPING(user_id) = 0 THEN 'user'
+                ELSE 'tenant' END AS entity_type,
+           COALESCE(model, feature_tag, user_id) AS entity_id,
+           day,
+           SUM(cost_cents)::float8 AS cents
+    FROM records
+    GROUP BY GROUPING SETS ((day), (day, model), (day, feature_tag), (day, user_id))
+),
+daily AS (
+    SELECT entity_type, entity_id, COALESCE(entity_id, '') AS entity_key, day, cents
+    FROM grouped
+    WHERE entity_type = 'tenant' OR entity_id IS NOT NULL
+),
+eligible AS (
+    SELECT entity_type, entity_key, entity_id
+    FROM daily
+    GROUP BY entity_type, entity_key, entity_id
+    HAVING SUM(cents) FILTER (WHERE day = %(evaluated)s) > 0
+       AND (entity_type = 'tenant'
+            OR COUNT(*) FILTER (WHERE day < %(evaluated)s AND cents > 0) >= %(min_active_days)s)
+)
+SELECT e.entity_type, e.entity_id, array_agg(COALESCE(d.cents, 0) ORDER BY g.day)
+FROM eligible e
+CROSS JOIN LATERAL (
+    SELECT %(history_first)s::date + offset_days AS day
+    FROM generate_series(0, %(history_days)s) AS offset_days
+) g
+LEFT JOIN daily d
+  ON d.entity_type = e.entity_type AND d.entity_key = e.entity_key AND d.day = g.day
+GROUP BY e.entity_type, e.entity_key, e.entity_id
+ORDER BY array_position(ARRAY['tenant', 'model', 'feature', 'user'], e.entity_type),
+         e.entity_id COLLATE "C"
+"""
+
+
+def daily_spend_series(
+    *, tenant: Tenant, history_start: datetime, evaluated_start: datetime, min_active_days: int
+) -> list[tuple[str, str | None, list[float]]]:
+    """(entity_type, entity_id, daily cents) of every entity that spent on the evaluated day.
+
+    `history_start` and `evaluated_start` are UTC midnights. The series runs from the first
+    history day to the evaluated day, oldest first, with 0 for days without records. An
+    entity other than the tenant needs spend on at least `min_active_days` history days; a
+    tenant whose records do not reach back to the first history day gets no rows at all.
+    Rows are ordered tenant, models, features, users, ids in byte order.
+    """
+    return _fetch(
+        _OUTLIER_HISTORY_SQL,
+        {
+            "tenant_id": tenant.pk,
+            "history_start": history_start,
+            "history_first_end": history_start + timedelta(days=1),
+            "history_first": history_start.date(),
+            "history_days": (evaluated_start - history_start).days,
+            "evaluated": evaluated_start.date(),
+            "evaluated_end": evaluated_start + timedelta(days=1),
+            "min_active_days": min_active_days,
+        },
+    )

@@ -1,0 +1,399 @@
+"""The database side of the detection rules: read the spend, keep rule state, build candidates.
+
+Spike: an entity whose spend on day D is at least 1.4 times its average active day of D - 14
+... D - 2 breaches; two breach days in a row raise an anomaly. Drift: the tenant's average day
+of the last seven at least 1.25 times its average active day of D - 28 ... D - 8, raised after
+three such days in a row. Budgets: the day's and the month's spend against each active budget.
+Outlier: day D - 1 of every entity against the same weekday of the four weeks before.
+The arithmetic lives in `analytics.services.detection` and the reads in
+`analytics.selectors.detection`; this module writes the breach history and drift tracking.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from analytics.models import AnomalyType, Budget, BudgetPeriod, DriftTracking, EntityType, Tenant
+from analytics.selectors.budgets import (
+    budget_exhausted_at,
+    budget_period_bounds,
+    budget_period_status,
+)
+from analytics.selectors.detection import (
+    RecentSpend,
+    active_budgets_with_spend,
+    daily_spend_series,
+    recent_spend_by_entity,
+    spike_breach_days,
+)
+from analytics.services import detection as engine
+from analytics.services.anomaly_upsert import AnomalyCandidate
+from analytics.services.explain import CauseWindows, ExplainSubject
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DetectionClock:
+    """Day D, the instant T and the day boundaries every rule of one run shares."""
+
+    as_of: date
+    until: datetime  # T = min(now, D + 1 day 00:00)
+
+    @classmethod
+    def at(cls, as_of: date | None, now: datetime) -> "DetectionClock":
+        as_of = as_of or now.astimezone(UTC).date()
+        return cls(as_of=as_of, until=min(now, day_start(as_of + timedelta(days=1))))
+
+    def start_of(self, days_before: int) -> datetime:
+        """00:00 UTC of day D - days_before."""
+        return day_start(self.as_of - timedelta(days=days_before))
+
+
+def _execute(sql: str, params) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def recent_spend(*, tenant: Tenant, clock: DetectionClock) -> list[RecentSpend]:
+    """The spend the spike and drift rules judge, per user, per feature and for the tenant."""
+    return recent_spend_by_entity(
+        tenant=tenant,
+        drift_baseline_start=clock.start_of(engine.DRIFT_BASELINE_FIRST_DAY),
+        drift_baseline_end=clock.start_of(engine.DRIFT_BASELINE_LAST_DAY - 1),
+        spike_start=clock.start_of(engine.SPIKE_LOOKBACK_DAYS),
+        spike_baseline_end=clock.start_of(1),  # days D - 14 ... D - 2
+        rolling_start=clock.start_of(engine.DRIFT_ROLLING_DAYS - 1),
+        today_start=clock.start_of(0),
+        until=clock.until,
+    )
+
+
+# Rule 1: absolute spikes ----------------------------------------------------------------
+
+_BREACH_UPSERT_SQL = """
+INSERT INTO analytics_breachhistory
+    (tenant_id, entity_type, entity_id, breach_type, breach_date, deviation_pct,
+     current_value_cents, baseline_value_cents, created_at, updated_at)
+SELECT %(tenant_id)s, entity_type, entity_id, 'ABSOLUTE_SPIKE', %(breach_date)s, deviation,
+       current_cents, baseline_cents, %(now)s, %(now)s
+FROM unnest(%(entity_type)s::text[], %(entity_id)s::text[], %(deviation)s::float8[],
+            %(current)s::float8[], %(baseline)s::float8[])
+    AS b(entity_type, entity_id, deviation, current_cents, baseline_cents)
+ON CONFLICT ON CONSTRAINT breach_natural_key DO UPDATE
+SET deviation_pct = EXCLUDED.deviation_pct,
+    current_value_cents = EXCLUDED.current_value_cents,
+    baseline_value_cents = EXCLUDED.baseline_value_cents,
+    updated_at = EXCLUDED.updated_at
+"""
+
+
+def absolute_spike_candidates(
+    *, tenant: Tenant, clock: DetectionClock, spend: list[RecentSpend]
+) -> list[AnomalyCandidate]:
+    """Record today's breaches in the breach history; raise those on a long enough streak."""
+    breaches = []
+    for row in spend:  # users, features, then the tenant
+        breach = engine.spike_breach(
+            baseline_spend=row.spike_baseline_spend,
+            baseline_days=row.spike_baseline_days,
+            today_spend=row.today_spend,
+        )
+        if breach is not None:
+            breaches.append((row.entity_type, row.entity_id, breach))
+    if not breaches:
+        return []
+
+    entity_types = [entity_type for entity_type, _, _ in breaches]
+    entity_ids = [entity_id for _, entity_id, _ in breaches]
+    _execute(
+        _BREACH_UPSERT_SQL,
+        {
+            "tenant_id": tenant.pk,
+            "breach_date": clock.as_of,
+            "now": timezone.now(),
+            "entity_type": entity_types,
+            "entity_id": entity_ids,
+            "deviation": [breach.deviation_pct for _, _, breach in breaches],
+            "current": [breach.today for _, _, breach in breaches],
+            "baseline": [breach.baseline for _, _, breach in breaches],
+        },
+    )
+    breach_days = spike_breach_days(
+        tenant=tenant,
+        entity_types=entity_types,
+        entity_ids=entity_ids,
+        first_day=clock.as_of - timedelta(days=engine.STREAK_CAP - 1),
+        last_day=clock.as_of,
+    )
+
+    candidates = []
+    for entity_type, entity_id, breach in breaches:
+        streak = engine.consecutive_streak(breach_days[(entity_type, entity_id)], clock.as_of)
+        if streak < engine.SPIKE_MIN_STREAK:
+            continue
+        deviation, baseline = breach.deviation_pct, breach.baseline
+        label = engine.entity_label(entity_type, entity_id)
+        candidates.append(
+            AnomalyCandidate(
+                anomaly_type=AnomalyType.ABSOLUTE_SPIKE,
+                severity=engine.classify(deviation),
+                entity_type=entity_type,
+                entity_id=entity_id,
+                anomaly_date=clock.as_of,
+                current_value_cents=breach.today,
+                expected_value_cents=baseline,
+                deviation_pct=deviation,
+                threshold_pct=engine.SPIKE_THRESHOLD_PCT,
+                breach_count=streak,
+                message=(
+                    f"{label} spending {deviation:.1f}% above baseline "
+                    f"for {streak} consecutive days"
+                ),
+                metadata={
+                    "lookback_days": engine.SPIKE_LOOKBACK_DAYS,
+                    "baseline_daily_avg": baseline,
+                    "consecutive_breaches": streak,
+                },
+                explain=ExplainSubject(
+                    entity_type,
+                    entity_id,
+                    clock.start_of(0),
+                    clock.until,
+                    cause=CauseWindows(clock.start_of(1), clock.start_of(0), clock.until),
+                ),
+            )
+        )
+    return candidates
+
+
+# Rule 2: sustained drift ----------------------------------------------------------------
+
+_DRIFT_STOP_SQL = """
+UPDATE analytics_drifttracking
+SET is_active = FALSE, last_check_date = %(as_of)s, updated_at = %(now)s
+WHERE tenant_id = %(tenant_id)s AND entity_type = 'tenant' AND entity_id IS NULL
+  AND (last_check_date IS NULL OR last_check_date <= %(as_of)s)
+"""
+
+
+def sustained_drift_candidates(
+    *, tenant: Tenant, clock: DetectionClock, spend: list[RecentSpend]
+) -> list[AnomalyCandidate]:
+    """Advance the tenant's drift streak for day D; raise it once it is long enough."""
+    row = next((r for r in spend if r.entity_type == EntityType.TENANT), None)
+    if row is None:
+        return []
+    reading = engine.drift_reading(
+        rolling_spend=row.rolling_spend,
+        baseline_spend=row.drift_baseline_spend,
+        baseline_days=row.drift_baseline_days,
+    )
+    if reading is None:
+        return []
+    rolling, baseline, drift = reading.rolling, reading.baseline, reading.drift_pct
+
+    if reading.ratio < engine.DRIFT_RATIO:
+        # The streak ends (a conditional UPDATE: an older backtest day changes nothing).
+        if row.has_tracking:
+            _execute(
+                _DRIFT_STOP_SQL,
+                {"tenant_id": tenant.pk, "as_of": clock.as_of, "now": timezone.now()},
+            )
+        return []
+
+    natural_key = {"tenant": tenant, "entity_type": EntityType.TENANT, "entity_id": None}
+    # Concurrent runs may both be about to start a streak: create the row first (a no-op
+    # when it exists), then lock it so the streak advances exactly once per day.
+    DriftTracking.objects.bulk_create([DriftTracking(**natural_key)], ignore_conflicts=True)
+    tracking = DriftTracking.objects.select_for_update().get(**natural_key)
+    previous = engine.DriftState(
+        tracking.is_active,
+        tracking.drift_days_count,
+        tracking.first_drift_date,
+        tracking.last_check_date,
+    )
+    state = engine.drift_step(previous, as_of=clock.as_of, ratio=reading.ratio)
+    if state is None:
+        return []
+    tracking.is_active = state.is_active
+    tracking.drift_days_count = state.drift_days_count
+    tracking.first_drift_date = state.first_drift_date
+    tracking.last_check_date = state.last_check_date
+    tracking.rolling_7d_avg_cents = rolling
+    tracking.baseline_avg_cents = baseline
+    tracking.drift_pct = drift
+    tracking.save()
+
+    if not state.is_active or state.drift_days_count < engine.DRIFT_MIN_DAYS:
+        return []
+    count = state.drift_days_count
+    return [
+        AnomalyCandidate(
+            anomaly_type=AnomalyType.SUSTAINED_DRIFT,
+            severity=engine.classify(drift),
+            entity_type=EntityType.TENANT,
+            entity_id=None,
+            anomaly_date=clock.as_of,
+            current_value_cents=rolling,
+            expected_value_cents=baseline,
+            deviation_pct=drift,
+            threshold_pct=engine.DRIFT_THRESHOLD_PCT,
+            breach_count=count,
+            message=f"Sustained drift detected: {drift:.1f}% above baseline for {count} days",
+            metadata={"rolling_7d_avg": rolling, "baseline_avg": baseline, "drift_days": count},
+            explain=ExplainSubject(
+                EntityType.TENANT,
+                None,
+                clock.start_of(engine.DRIFT_ROLLING_DAYS - 1),
+                clock.until,
+                cause=CauseWindows(clock.start_of(1), clock.start_of(0), clock.until),
+            ),
+        )
+    ]
+
+
+# Rules 3/4: budgets ---------------------------------------------------------------------
+
+_ONE_MICROSECOND = timedelta(microseconds=1)
+BUDGET_SCOPE_DESC = {"tenant": "tenant", "feature": "feature '{id}'", "user": "user '{id}'"}
+
+
+def budget_breach_candidates(*, tenant: Tenant, clock: DetectionClock) -> list[AnomalyCandidate]:
+    """A warning or exceeded candidate for each budget period over its threshold on day D."""
+    day_begin = clock.start_of(0)
+    month_begin = day_start(clock.as_of.replace(day=1))
+    budgets = active_budgets_with_spend(
+        tenant=tenant, day_start=day_begin, month_start=month_begin, until=clock.until
+    )
+    candidates = []
+    for budget in budgets:
+        periods = (
+            (BudgetPeriod.DAILY, budget.daily_limit_cents, budget.day_spend, day_begin),
+            (BudgetPeriod.MONTHLY, budget.monthly_limit_cents, budget.month_spend, month_begin),
+        )
+        for period, limit, period_spend, period_start in periods:
+            if limit is None:
+                continue
+            verdict = engine.budget_verdict(
+                spend=float(period_spend), limit=limit, warn_threshold_pct=budget.warn_threshold_pct
+            )
+            if verdict is None:
+                continue
+            eta = _budget_eta(
+                budget=budget, period=period, spend=period_spend, limit=limit, at=clock.until
+            )
+            desc = BUDGET_SCOPE_DESC[budget.budget_type].format(id=budget.entity_id)
+            state = "EXCEEDED" if verdict.anomaly_type == AnomalyType.BUDGET_EXCEEDED else "WARNING"
+            candidates.append(
+                AnomalyCandidate(
+                    anomaly_type=verdict.anomaly_type,
+                    severity=verdict.severity,
+                    entity_type=budget.budget_type,
+                    entity_id=budget.entity_id,
+                    anomaly_date=clock.as_of,
+                    budget_period=period,
+                    budget_id=budget.pk,
+                    current_value_cents=float(period_spend),
+                    expected_value_cents=float(limit),
+                    deviation_pct=verdict.usage_pct,
+                    threshold_pct=verdict.threshold_pct,
+                    message=(f"{period.label} budget {state} for {desc}: {verdict.usage_pct:.1f}%"),
+                    metadata={
+                        "period": str(period),
+                        "limit_cents": limit,
+                        "warn_threshold_pct": budget.warn_threshold_pct,
+                        "eta_exhausted_at": _iso(eta),
+                    },
+                    explain=ExplainSubject(
+                        budget.budget_type, budget.entity_id, period_start, clock.until
+                    ),
+                )
+            )
+    return candidates
+
+
+def _budget_eta(*, budget: Budget, period: str, spend, limit: int, at: datetime):
+    """When the period containing D runs out at the current burn rate, judged at T."""
+    # The period containing D: T itself may already be the first instant of the next one.
+    period_start, period_end = budget_period_bounds(period=period, at=at - _ONE_MICROSECOND)
+    if at < period_end:
+        return budget_period_status(budget=budget, period=period, at=at)["eta_exhausted_at"]
+    # A backtest evaluates a past day at its very end, where the status selector would pick
+    # the next period; a linear projection from there always lands past the period end.
+    if spend >= limit:
+        return budget_exhausted_at(budget=budget, start=period_start, end=at, limit=limit)
+    return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+
+
+# Rule 5: statistical outliers ------------------------------------------------------------
+
+
+def statistical_outlier_candidates(
+    *, tenant: Tenant, clock: DetectionClock
+) -> list[AnomalyCandidate]:
+    """Judge day D - 1 of every entity with enough history against its weekday medians."""
+    evaluated = clock.as_of - timedelta(days=1)
+    history_first = evaluated - timedelta(days=engine.OUTLIER_HISTORY_DAYS)
+    rows = daily_spend_series(
+        tenant=tenant,
+        history_start=day_start(history_first),
+        evaluated_start=day_start(evaluated),
+        min_active_days=engine.OUTLIER_MIN_ACTIVE_DAYS,
+    )
+    candidates = []
+    for entity_type, entity_id, series in rows:
+        value = series[-1]
+        result = engine.robust_outlier(evaluated=evaluated, value=value, history=series[:-1])
+        if not result.is_anomaly:
+            continue
+        label = engine.entity_label(entity_type, entity_id)
+        candidates.append(
+            AnomalyCandidate(
+                anomaly_type=AnomalyType.STATISTICAL_OUTLIER,
+                severity=result.severity,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                anomaly_date=evaluated,
+                current_value_cents=value,
+                expected_value_cents=result.expected,
+                deviation_pct=engine.finite_or_none(result.impact_pct),
+                threshold_pct=engine.OUTLIER_THRESHOLD_PCT,
+                message=(
+                    f"{label} spent {value:.2f} cents on {evaluated.isoformat()} vs "
+                    f"{result.expected:.2f} expected (+{result.impact_pct:.1f}%, "
+                    f"robust z {result.z_score:.2f})"
+                ),
+                metadata={
+                    "method": result.method,
+                    "z_score": engine.finite_or_none(result.z_score, 4),
+                    "expected_cents": result.expected,
+                    "mad_cents": result.mad,
+                    "impact_cents": result.impact,
+                    "impact_pct": engine.finite_or_none(result.impact_pct),
+                    "history_days": engine.OUTLIER_HISTORY_DAYS,
+                },
+                explain=ExplainSubject(
+                    entity_type,
+                    entity_id,
+                    day_start(evaluated),
+                    day_start(clock.as_of),
+                    cause=CauseWindows(
+                        day_start(evaluated - timedelta(days=1)),
+                        day_start(evaluated),
+                        day_start(clock.as_of),
+                    ),
+                ),
+            )
+        )
+    return candidates
