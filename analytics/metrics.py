@@ -28,6 +28,9 @@ snapshot_computation_ms = Histogram(
 anomalies_created_total = Counter(
     "analytics_anomalies_created", "New anomaly rows", ["anomaly_type", "severity"]
 )
+incidents_opened_total = Counter(
+    "analytics_incidents_opened", "Incidents opened by detection", ["kind", "severity"]
+)
 job_runs_total = Counter("analytics_job_runs", "Analytics job runs", ["job", "outcome"])
 
 for _result in ("accepted", "duplicate"):

@@ -6,3 +6,9 @@ from django.dispatch import Signal
 # detection or snapshot evaluation created or updated.
 # Arguments: sender=Anomaly, anomaly=<Anomaly>, created=<bool>.
 high_anomaly_detected = Signal()
+
+# Incidents, sent after the detecting (or operating) transaction commits.
+# Arguments: sender=Incident, incident=<Incident>.
+incident_opened = Signal()  # a new incident
+incident_escalated = Signal()  # an incident's severity went up
+incident_resolved = Signal()  # an operator resolved or dismissed it

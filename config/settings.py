@@ -26,7 +26,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.ConsoleAdminConfig",  # django.contrib.admin, incidents first in the app list
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -257,6 +257,20 @@ COSTSIM_ALERT_BATCH_SIZE = env_int("COSTSIM_ALERT_BATCH_SIZE", 10, minimum=1)
 
 # Analytics, feedback and predictions
 ANALYTICS_SNAPSHOT_THRESHOLD_PCT = env_float("ANALYTICS_SNAPSHOT_THRESHOLD_PCT", 200, minimum=0)
+# Detection monitors: the project-wide defaults of every tenant's detection settings
+# (docs/detection.md). An incident is opened only when its impact passes both money floors.
+ANALYTICS_DETECTION_DEFAULTS = {
+    "spike_min_impact_cents": env_float("DETECTION_SPIKE_MIN_IMPACT_CENTS", 100, minimum=0),
+    "spike_min_impact_pct": env_float("DETECTION_SPIKE_MIN_IMPACT_PCT", 40, minimum=0),
+    "drift_min_impact_cents": env_float("DETECTION_DRIFT_MIN_IMPACT_CENTS", 100, minimum=0),
+    "drift_min_impact_pct": env_float("DETECTION_DRIFT_MIN_IMPACT_PCT", 25, minimum=0),
+    "outlier_min_impact_cents": env_float("DETECTION_OUTLIER_MIN_IMPACT_CENTS", 100, minimum=0),
+    "outlier_min_impact_pct": env_float("DETECTION_OUTLIER_MIN_IMPACT_PCT", 20, minimum=0),
+    "z_threshold": env_float("DETECTION_Z_THRESHOLD", 3.5, minimum=0.5, maximum=20),
+    "min_history_days": env_int("DETECTION_MIN_HISTORY_DAYS", 28, minimum=7, maximum=56),
+    "monitored_dimensions": ["user", "feature", "model"],
+    "suppression_days": env_int("DETECTION_SUPPRESSION_DAYS", 14, minimum=0, maximum=365),
+}
 FAILURE_PATTERN_THRESHOLD = env_int("FAILURE_PATTERN_THRESHOLD", 3, minimum=1)
 FAILURE_PATTERN_WINDOW_HOURS = env_int("FAILURE_PATTERN_WINDOW_HOURS", 24, minimum=1)
 COST_SPIKE_THRESHOLD_PERCENT = env_float("COST_SPIKE_THRESHOLD_PERCENT", 50, minimum=0)

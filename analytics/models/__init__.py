@@ -12,6 +12,12 @@ from analytics.models.choices import (
     SnapshotStatus,
     SnapshotType,
 )
+from analytics.models.incidents import (
+    DetectionSettings,
+    Incident,
+    IncidentKind,
+    PlannedActivity,
+)
 from analytics.models.records import Budget, CostRecord, FeatureTag, RunRecord
 from analytics.models.snapshots import Baseline, CostSnapshot, SnapshotAggregate
 from analytics.models.tenancy import ApiKey, Tenant
@@ -30,10 +36,14 @@ __all__ = [
     "CostRecord",
     "CostSnapshot",
     "DerivedCause",
+    "DetectionSettings",
     "DriftTracking",
     "EntityType",
     "FeatureTag",
     "FeedbackLabel",
+    "Incident",
+    "IncidentKind",
+    "PlannedActivity",
     "RunRecord",
     "RunStatus",
     "Severity",

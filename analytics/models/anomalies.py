@@ -50,6 +50,14 @@ class Anomaly(models.Model):
     budget = models.ForeignKey(
         Budget, on_delete=models.SET_NULL, null=True, blank=True, related_name="anomalies"
     )
+    # The incident this anomaly is evidence of; null while it explains nothing material.
+    incident = models.ForeignKey(
+        "analytics.Incident",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="anomalies",
+    )
     detected_at = models.DateTimeField()
     last_detected_at = models.DateTimeField()
     acknowledged_at = models.DateTimeField(null=True, blank=True)

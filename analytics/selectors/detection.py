@@ -7,7 +7,7 @@ as UTC instants; which days a rule looks at is the business of `analytics.servic
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from django.db import connection
 
@@ -195,77 +195,3 @@ def active_budgets_with_spend(
 # Only tenants whose records reach back to the first history day are judged (the uncorrelated
 # EXISTS runs once). Within one entity type the only NULL id left is the tenant's, so COALESCE
 # gives a non-null key the final join can hash on.
-_OUTLIER_HISTORY_SQL = """
-WITH records AS (
-    SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, feature_tag, user_id, cost_cents
-    FROM analytics_costrecord
-    WHERE tenant_id = %(tenant_id)s
-      AND created_at >= %(history_start)s
-      AND created_at < %(evaluated_end)s
-      AND EXISTS (
-          SELECT 1 FROM analytics_costrecord
-          WHERE tenant_id = %(tenant_id)s AND created_at < %(history_first_end)s
-      )
-),
-grouped AS (
-    SELECT CASE WHEN GROUPING(model) = 0 THEN 'model'
-                WHEN GROUPING(feature_tag) = 0 THEN 'feature'
-                WHEN GROUPING(user_id) = 0 THEN 'user'
-                ELSE 'tenant' END AS entity_type,
-           COALESCE(model, feature_tag, user_id) AS entity_id,
-           day,
-           SUM(cost_cents)::float8 AS cents
-    FROM records
-    GROUP BY GROUPING SETS ((day), (day, model), (day, feature_tag), (day, user_id))
-),
-daily AS (
-    SELECT entity_type, entity_id, COALESCE(entity_id, '') AS entity_key, day, cents
-    FROM grouped
-    WHERE entity_type = 'tenant' OR entity_id IS NOT NULL
-),
-eligible AS (
-    SELECT entity_type, entity_key, entity_id
-    FROM daily
-    GROUP BY entity_type, entity_key, entity_id
-    HAVING SUM(cents) FILTER (WHERE day = %(evaluated)s) > 0
-       AND (entity_type = 'tenant'
-            OR COUNT(*) FILTER (WHERE day < %(evaluated)s AND cents > 0) >= %(min_active_days)s)
-)
-SELECT e.entity_type, e.entity_id, array_agg(COALESCE(d.cents, 0) ORDER BY g.day)
-FROM eligible e
-CROSS JOIN LATERAL (
-    SELECT %(history_first)s::date + offset_days AS day
-    FROM generate_series(0, %(history_days)s) AS offset_days
-) g
-LEFT JOIN daily d
-  ON d.entity_type = e.entity_type AND d.entity_key = e.entity_key AND d.day = g.day
-GROUP BY e.entity_type, e.entity_key, e.entity_id
-ORDER BY array_position(ARRAY['tenant', 'model', 'feature', 'user'], e.entity_type),
-         e.entity_id COLLATE "C"
-"""
-
-
-def daily_spend_series(
-    *, tenant: Tenant, history_start: datetime, evaluated_start: datetime, min_active_days: int
-) -> list[tuple[str, str | None, list[float]]]:
-    """(entity_type, entity_id, daily cents) of every entity that spent on the evaluated day.
-
-    `history_start` and `evaluated_start` are UTC midnights. The series runs from the first
-    history day to the evaluated day, oldest first, with 0 for days without records. An
-    entity other than the tenant needs spend on at least `min_active_days` history days; a
-    tenant whose records do not reach back to the first history day gets no rows at all.
-    Rows are ordered tenant, models, features, users, ids in byte order.
-    """
-    return _fetch(
-        _OUTLIER_HISTORY_SQL,
-        {
-            "tenant_id": tenant.pk,
-            "history_start": history_start,
-            "history_first_end": history_start + timedelta(days=1),
-            "history_first": history_start.date(),
-            "history_days": (evaluated_start - history_start).days,
-            "evaluated": evaluated_start.date(),
-            "evaluated_end": evaluated_start + timedelta(days=1),
-            "min_active_days": min_active_days,
-        },
-    )

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from analytics import metrics
 from analytics.models import Tenant
+from analytics.selectors.incidents import DetectionContext
 from analytics.services.anomaly_rules import (
     DetectionClock,
     absolute_spike_candidates,
@@ -22,31 +23,52 @@ from analytics.services.anomaly_rules import (
     sustained_drift_candidates,
 )
 from analytics.services.anomaly_upsert import anomaly_candidates_upsert
+from analytics.services.incidents import incidents_record, tenant_detection_lock
 from analytics.services.tenants import tenants_run_each
 
 
-@transaction.atomic
-def anomalies_detect(*, tenant: Tenant, as_of: date | None = None) -> dict:
-    """Run rules 1-5 for one tenant as of day `as_of` (default today, UTC).
+def anomalies_detect(*, tenant: Tenant, as_of: date | None = None, dry_run: bool = False) -> dict:
+    """Run every rule for one tenant as of day `as_of` (default today, UTC), then the incidents.
 
-    Returns {detected, created, updated, anomalies}; anomalies are in rule order.
+    Returns {detected, created, updated, anomalies, incidents, opened, suppressed, dry_run};
+    anomalies are in rule order, incidents are those the run opened or updated. With
+    `dry_run` everything is computed the same way and rolled back: nothing is written, no
+    signal is sent, and the returned objects carry their members in `members`.
     """
+    with transaction.atomic():
+        result = _detect(tenant=tenant, as_of=as_of)
+        if dry_run:
+            for incident in result["incidents"]:
+                incident.members = list(incident.anomalies.all())
+            transaction.set_rollback(True)
+    result["dry_run"] = dry_run
+    return result
+
+
+def _detect(*, tenant: Tenant, as_of: date | None) -> dict:
+    tenant_detection_lock(tenant)
     clock = DetectionClock.at(as_of, timezone.now())
+    context = DetectionContext(tenant=tenant, as_of=clock.as_of)
     spend = recent_spend(tenant=tenant, clock=clock)
     has_budgets = any(row.has_budgets for row in spend)
     candidates = [
         *absolute_spike_candidates(tenant=tenant, clock=clock, spend=spend),
         *sustained_drift_candidates(tenant=tenant, clock=clock, spend=spend),
         *(budget_breach_candidates(tenant=tenant, clock=clock) if has_budgets else []),
-        *statistical_outlier_candidates(tenant=tenant, clock=clock),
+        *statistical_outlier_candidates(context=context, clock=clock),
     ]
     results = anomaly_candidates_upsert(tenant=tenant, candidates=candidates)
+    anomalies = [anomaly for anomaly, _ in results]
+    outcome = incidents_record(tenant=tenant, anomalies=anomalies, context=context)
     created = sum(1 for _, was_created in results if was_created)
     return {
         "detected": len(results),
         "created": created,
         "updated": len(results) - created,
-        "anomalies": [anomaly for anomaly, _ in results],
+        "anomalies": anomalies,
+        "incidents": outcome.incidents,
+        "opened": len(outcome.opened),
+        "suppressed": len(outcome.suppressed),
     }
 
 
@@ -65,7 +87,7 @@ def anomalies_detect_active_tenants(
         on_tenant_done=progress,
     )
     totals = {"succeeded": len(succeeded), "failed": len(failed)}
-    for key in ("detected", "created", "updated"):
+    for key in ("detected", "created", "updated", "opened"):
         totals[key] = sum(result[key] for _, result in succeeded)
     outcome = "failed" if totals["failed"] else "success"
     metrics.job_runs_total.labels(job="detect_anomalies", outcome=outcome).inc()

@@ -4,11 +4,12 @@ Spike: an entity whose spend on day D is at least 1.4 times its average active d
 ... D - 2 breaches; two breach days in a row raise an anomaly. Drift: the tenant's average day
 of the last seven at least 1.25 times its average active day of D - 28 ... D - 8, raised after
 three such days in a row. Budgets: the day's and the month's spend against each active budget.
-Outlier: day D - 1 of every entity against the same weekday of the four weeks before.
+Outlier: day D - 1 of every entity against its seasonal, trend-aware expectation.
 The arithmetic lives in `analytics.services.detection` and the reads in
 `analytics.selectors.detection`; this module writes the breach history and drift tracking.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -24,10 +25,10 @@ from analytics.selectors.budgets import (
 from analytics.selectors.detection import (
     RecentSpend,
     active_budgets_with_spend,
-    daily_spend_series,
     recent_spend_by_entity,
     spike_breach_days,
 )
+from analytics.selectors.incidents import TENANT, DetectionContext
 from analytics.services import detection as engine
 from analytics.services.anomaly_upsert import AnomalyCandidate
 from analytics.services.explain import CauseWindows, ExplainSubject
@@ -339,49 +340,74 @@ def _iso(value: datetime | None) -> str | None:
 # Rule 5: statistical outliers ------------------------------------------------------------
 
 
+# Rule 5 lists the tenant, then its models, features and users, each kind in byte order.
+_OUTLIER_ORDER = {"tenant": 0, "model": 1, "feature": 2, "user": 3}
+
+
 def statistical_outlier_candidates(
-    *, tenant: Tenant, clock: DetectionClock
+    *, context: DetectionContext, clock: DetectionClock
 ) -> list[AnomalyCandidate]:
-    """Judge day D - 1 of every entity with enough history against its weekday medians."""
+    """Judge day D - 1 of every monitored entity against its seasonal, trend-aware expectation.
+
+    Only tenants with `min_history_days` of spend before that day are judged; an entity other
+    than the tenant also needs spend on 7 of the 28 days before (brand-new spend shows up in
+    the root causes of the tenant's incident instead).
+    """
+    settings = context.settings
     evaluated = clock.as_of - timedelta(days=1)
-    history_first = evaluated - timedelta(days=engine.OUTLIER_HISTORY_DAYS)
-    rows = daily_spend_series(
-        tenant=tenant,
-        history_start=day_start(history_first),
-        evaluated_start=day_start(evaluated),
-        min_active_days=engine.OUTLIER_MIN_ACTIVE_DAYS,
-    )
+    series = context.series()
+    tenant_first = series.first_active_day(TENANT)
+    if tenant_first is None or (evaluated - tenant_first).days < settings.min_history_days:
+        return []
+    min_cents, min_pct = settings.floors("outlier")
+    active_from = evaluated - timedelta(days=engine.OUTLIER_ACTIVE_WINDOW_DAYS)
     candidates = []
-    for entity_type, entity_id, series in rows:
-        value = series[-1]
-        result = engine.robust_outlier(evaluated=evaluated, value=value, history=series[:-1])
-        if not result.is_anomaly:
+    for scope in sorted(series.values, key=lambda s: (_OUTLIER_ORDER[s[0]], (s[1] or "").encode())):
+        entity_type, entity_id = scope
+        value = series.between(scope, evaluated, evaluated)[0]
+        if value <= 0 or not settings.monitors(entity_type):
             continue
+        if scope != TENANT:
+            window = series.between(scope, active_from, evaluated - timedelta(days=1))
+            if sum(1 for v in window if v > 0) < engine.OUTLIER_MIN_ACTIVE_DAYS:
+                continue
+        model = context.model(scope, evaluated)
+        judgement = context.judge(scope, evaluated, evaluated)
+        if model is None or judgement is None:
+            continue
+        if not judgement.passes(
+            min_cents=min_cents, min_pct=min_pct, z_threshold=settings.z_threshold
+        ):
+            continue
+        expected = judgement.expected
+        impact_pct = judgement.impact_pct
+        z_text = "inf" if math.isinf(judgement.z_score) else f"{judgement.z_score:.2f}"
+        pct_text = "inf" if impact_pct is None else f"{impact_pct:.1f}"
         label = engine.entity_label(entity_type, entity_id)
         candidates.append(
             AnomalyCandidate(
                 anomaly_type=AnomalyType.STATISTICAL_OUTLIER,
-                severity=result.severity,
+                severity=engine.classify(math.inf if impact_pct is None else impact_pct),
                 entity_type=entity_type,
                 entity_id=entity_id,
                 anomaly_date=evaluated,
                 current_value_cents=value,
-                expected_value_cents=result.expected,
-                deviation_pct=engine.finite_or_none(result.impact_pct),
+                expected_value_cents=expected,
+                deviation_pct=impact_pct,
                 threshold_pct=engine.OUTLIER_THRESHOLD_PCT,
                 message=(
                     f"{label} spent {value:.2f} cents on {evaluated.isoformat()} vs "
-                    f"{result.expected:.2f} expected (+{result.impact_pct:.1f}%, "
-                    f"robust z {result.z_score:.2f})"
+                    f"{expected:.2f} expected (+{pct_text}%, z {z_text})"
                 ),
                 metadata={
-                    "method": result.method,
-                    "z_score": engine.finite_or_none(result.z_score, 4),
-                    "expected_cents": result.expected,
-                    "mad_cents": result.mad,
-                    "impact_cents": result.impact,
-                    "impact_pct": engine.finite_or_none(result.impact_pct),
-                    "history_days": engine.OUTLIER_HISTORY_DAYS,
+                    "method": "seasonal_trend",
+                    "z_score": engine.finite_or_none(judgement.z_score, 4),
+                    "expected_cents": round(expected, 4),
+                    "spread_pct": round(model.spread * 100, 2),
+                    "trend_pct_per_day": round(model.trend_pct_per_day, 3),
+                    "impact_cents": round(judgement.impact, 4),
+                    "impact_pct": None if impact_pct is None else round(impact_pct, 4),
+                    "history_days": model.history_days,
                 },
                 explain=ExplainSubject(
                     entity_type,

@@ -7,8 +7,7 @@ without a database and replayed for backtests.
 """
 
 import math
-import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -36,15 +35,10 @@ DRIFT_BASELINE_LAST_DAY = 8
 BUDGET_EXCEEDED_THRESHOLD_PCT = 100.0
 BUDGET_WARNING_HIGH_FROM_PCT = 90.0
 
-# Rule 5: STATISTICAL_OUTLIER
-OUTLIER_HISTORY_DAYS = 28
-OUTLIER_MIN_ACTIVE_DAYS = 7
-OUTLIER_Z_THRESHOLD = 3.5
-OUTLIER_MIN_IMPACT_CENTS = 100.0
-OUTLIER_MIN_IMPACT_PCT = 20.0
+# Rule 5: STATISTICAL_OUTLIER (z threshold, floors and history come from the settings)
+OUTLIER_ACTIVE_WINDOW_DAYS = 28
+OUTLIER_MIN_ACTIVE_DAYS = 7  # an entity needs spend on 7 of the 28 days before
 OUTLIER_THRESHOLD_PCT = 20.0
-MAD_SCALE = 0.6745  # makes the MAD of normal noise comparable to a standard deviation
-MEAN_AD_SCALE = 1.253314  # sqrt(pi / 2): the same for the mean absolute deviation
 
 
 def classify(pct: float) -> str:
@@ -208,66 +202,56 @@ def budget_verdict(
     return None
 
 
-# --- Rule 5 ------------------------------------------------------------------------------
+# --- Rule 5 and incidents ------------------------------------------------------------------
+# The statistical rule judges day D - 1 against the seasonal, trend-aware expectation of
+# `analytics.services.expectation`; its z threshold and floors are the tenant's settings.
 
 
-@dataclass(frozen=True)
-class OutlierResult:
-    method: str  # "mad", "meanad" or "constant"
-    z_score: float  # may be +inf
-    expected: float
-    mad: float
-    mean_ad: float
-    impact: float
-    impact_pct: float  # +inf when expected is 0
-    is_anomaly: bool
-    severity: str
+def incident_severity(
+    *, impact_pct: float | None, impact_cents: float, min_impact_cents: float
+) -> str:
+    """An incident's severity from its impact on the tenant's spend, capped for small money.
 
-
-def robust_outlier(*, evaluated: date, value: float, history: Sequence[float]) -> OutlierResult:
-    """Weekday-aware robust z-score of `value` on day `evaluated` (§11 rule 5 steps 1-6).
-
-    `history` holds the daily spend of the 28 days evaluated - 28 ... evaluated - 1, oldest
-    first, with 0 for days without records.
+    >= 100 % CRITICAL, >= 50 % HIGH, >= 25 % MEDIUM, else LOW; an impact under ten times the
+    money floor is at most MEDIUM, so a doubling of a few dollars does not page anyone.
     """
-    if len(history) != OUTLIER_HISTORY_DAYS:
-        raise ValueError(f"history must hold {OUTLIER_HISTORY_DAYS} days, got {len(history)}")
-    first_day = evaluated - timedelta(days=OUTLIER_HISTORY_DAYS)
-    by_weekday: dict[int, list[float]] = {}
-    for offset, spend in enumerate(history):
-        by_weekday.setdefault((first_day + timedelta(days=offset)).weekday(), []).append(spend)
-    # Median of four is the mean of the middle two, which statistics.median already does.
-    medians = {weekday: statistics.median(values) for weekday, values in by_weekday.items()}
-    expected = medians[evaluated.weekday()]
-    residuals = [
-        abs(spend - medians[(first_day + timedelta(days=offset)).weekday()])
-        for offset, spend in enumerate(history)
-    ]
-    mad = statistics.median(residuals)
-    mean_ad = statistics.fmean(residuals)
-    impact = value - expected
-    if mad > 0:
-        method, z_score = "mad", MAD_SCALE * impact / mad
-    elif mean_ad > 0:
-        method, z_score = "meanad", impact / (MEAN_AD_SCALE * mean_ad)
+    pct = math.inf if impact_pct is None else impact_pct
+    if pct >= 100:
+        severity = CRITICAL
+    elif pct >= 50:
+        severity = HIGH
+    elif pct >= 25:
+        severity = MEDIUM
     else:
-        method, z_score = "constant", (math.inf if value > expected else 0.0)
-    impact_pct = impact / expected * 100 if expected else math.inf
-    is_anomaly = (
-        z_score > OUTLIER_Z_THRESHOLD
-        and impact >= OUTLIER_MIN_IMPACT_CENTS
-        and impact_pct >= OUTLIER_MIN_IMPACT_PCT
+        severity = LOW
+    if impact_cents < 10 * min_impact_cents and severity in (HIGH, CRITICAL):
+        return MEDIUM
+    return severity
+
+
+KIND_WORDS = {"spike": "Spike", "drift": "Drift", "outlier": "Outlier", "budget": "Budget"}
+
+
+def incident_title(
+    *,
+    kind: str,
+    scope_label: str,
+    impact_cents: float,
+    impact_pct: float | None,
+    started_on: date,
+    last_seen_on: date,
+) -> str:
+    """`Spike: Tenant spent $42.10 (+85.0%) more than expected on 2026-03-03–2026-03-04`."""
+    pct = "" if impact_pct is None else f" ({impact_pct:+.1f}%)"
+    days = (
+        started_on.isoformat()
+        if started_on == last_seen_on
+        else f"{started_on.isoformat()} to {last_seen_on.isoformat()}"
     )
-    return OutlierResult(
-        method=method,
-        z_score=z_score,
-        expected=expected,
-        mad=mad,
-        mean_ad=mean_ad,
-        impact=impact,
-        impact_pct=impact_pct,
-        is_anomaly=is_anomaly,
-        severity=classify(impact_pct),
+    verb = "more" if impact_cents >= 0 else "less"
+    return (
+        f"{KIND_WORDS[kind]}: {scope_label} spent ${abs(impact_cents) / 100:,.2f}{pct} "
+        f"{verb} than expected on {days}"
     )
 
 

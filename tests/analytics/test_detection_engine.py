@@ -1,6 +1,5 @@
 """The pure detection engine: no database, plain numbers in and out."""
 
-import math
 from datetime import date, timedelta
 
 import pytest
@@ -9,118 +8,6 @@ from analytics.services import detection as engine
 from analytics.services.detection import DriftState, WindowStats
 
 MONDAY = date(2026, 3, 2)
-
-
-def weekday_history(evaluated: date, shifts=(-100, 0, 0, 100)) -> list[float]:
-    """28 days before `evaluated`: weekdays 1000, weekends 400, each week shifted."""
-    first = evaluated - timedelta(days=28)
-    history = []
-    for offset in range(28):
-        day = first + timedelta(days=offset)
-        level = 400 if day.weekday() >= 5 else 1000
-        history.append(float(level + shifts[offset // 7]))
-    return history
-
-
-@pytest.mark.parametrize(
-    ("value", "z_score", "impact_pct", "is_anomaly", "severity"),
-    [
-        (1400, 5.396, 40.0, True, "HIGH"),
-        (1300, 4.047, 30.0, True, "MEDIUM"),
-        (1250, 3.3725, 25.0, False, "MEDIUM"),
-    ],
-)
-def test_robust_outlier_matches_the_spec_example(value, z_score, impact_pct, is_anomaly, severity):
-    # given the weekday-shaped history of the spec example
-    history = weekday_history(MONDAY)
-
-    # when a Monday is evaluated
-    result = engine.robust_outlier(evaluated=MONDAY, value=value, history=history)
-
-    # then the weekday median is the expected value and MAD is 50
-    assert result.method == "mad"
-    assert result.expected == 1000
-    assert result.mad == 50
-    assert round(result.z_score, 4) == z_score
-    assert result.impact == value - 1000
-    assert result.impact_pct == pytest.approx(impact_pct)
-    assert result.is_anomaly is is_anomaly
-    assert result.severity == severity
-
-
-def test_robust_outlier_uses_the_weekday_of_the_evaluated_day():
-    # given the same history, evaluated on a Saturday
-    saturday = MONDAY + timedelta(days=5)
-    history = weekday_history(saturday)
-
-    # when the Saturday spends a weekday amount
-    result = engine.robust_outlier(evaluated=saturday, value=1000, history=history)
-
-    # then it is measured against the weekend median (400), not the weekday one
-    assert result.expected == 400
-    assert result.impact == 600
-    assert result.is_anomaly
-
-
-def test_robust_outlier_falls_back_to_mean_absolute_deviation():
-    # given a flat history with a single deviating day: the median residual is 0
-    history = [100.0] * 28
-    history[3] = 380.0
-
-    # when the evaluated day is well above the level
-    result = engine.robust_outlier(evaluated=MONDAY, value=400, history=history)
-
-    # then the MeanAD scale is used: 300 / (1.253314 * 10)
-    assert result.method == "meanad"
-    assert result.mad == 0
-    assert result.mean_ad == pytest.approx(10.0)
-    assert result.z_score == pytest.approx(300 / (1.253314 * 10))
-    assert result.is_anomaly
-
-
-def test_robust_outlier_on_a_constant_history_is_infinite_above_and_zero_otherwise():
-    history = [200.0] * 28
-
-    above = engine.robust_outlier(evaluated=MONDAY, value=500, history=history)
-    level = engine.robust_outlier(evaluated=MONDAY, value=200, history=history)
-
-    assert above.method == "constant"
-    assert math.isinf(above.z_score)
-    assert above.is_anomaly
-    assert level.z_score == 0
-    assert not level.is_anomaly
-
-
-def test_robust_outlier_with_zero_expected_has_infinite_impact_pct():
-    # given spend that used to happen only on other weekdays
-    history = [0.0 if offset % 7 == 0 else 50.0 for offset in range(28)]
-
-    # when the evaluated weekday (median 0) suddenly spends
-    result = engine.robust_outlier(evaluated=MONDAY, value=300, history=history)
-
-    # then the relative impact is infinite and the severity is HIGH
-    assert result.expected == 0
-    assert math.isinf(result.impact_pct)
-    assert result.severity == "HIGH"
-    assert engine.finite_or_none(result.impact_pct) is None
-
-
-def test_robust_outlier_needs_an_absolute_impact_of_a_dollar():
-    # given a tiny but steady spend
-    history = [10.0] * 28
-    history[0] = 11.0
-
-    # when the day doubles: huge z, +100 %, but only 10 cents more
-    result = engine.robust_outlier(evaluated=MONDAY, value=20, history=history)
-
-    # then it is not an anomaly
-    assert result.z_score > engine.OUTLIER_Z_THRESHOLD
-    assert not result.is_anomaly
-
-
-def test_robust_outlier_rejects_a_short_history():
-    with pytest.raises(ValueError, match="28 days"):
-        engine.robust_outlier(evaluated=MONDAY, value=1, history=[1.0] * 27)
 
 
 @pytest.mark.parametrize(
@@ -265,3 +152,39 @@ def test_contributor_share_rounds_to_four_places():
 def test_entity_label():
     assert engine.entity_label("tenant", None) == "Tenant"
     assert engine.entity_label("feature", "chat") == "Feature chat"
+
+
+@pytest.mark.parametrize(
+    ("impact_pct", "impact_cents", "severity"),
+    [
+        (10, 5_000, "LOW"),
+        (25, 5_000, "MEDIUM"),
+        (50, 5_000, "HIGH"),
+        (100, 5_000, "CRITICAL"),
+        (None, 5_000, "CRITICAL"),
+        (300, 999, "MEDIUM"),  # a big % of little money is capped below ten floors
+        (30, 999, "MEDIUM"),
+        (10, 999, "LOW"),
+    ],
+)
+def test_incident_severity_bands_and_money_cap(impact_pct, impact_cents, severity):
+    assert (
+        engine.incident_severity(
+            impact_pct=impact_pct, impact_cents=impact_cents, min_impact_cents=100
+        )
+        == severity
+    )
+
+
+def test_incident_title_in_dollars():
+    title = engine.incident_title(
+        kind="spike",
+        scope_label="Feature search",
+        impact_cents=4210,
+        impact_pct=85.04,
+        started_on=date(2026, 3, 3),
+        last_seen_on=date(2026, 3, 4),
+    )
+    assert title == (
+        "Spike: Feature search spent $42.10 (+85.0%) more than expected on 2026-03-03 to 2026-03-04"
+    )

@@ -1,0 +1,342 @@
+"""Reads behind incidents: monitor settings, daily series of every entity, plans, lists.
+
+`DetectionContext` is what one detection run knows about its tenant: the effective settings,
+the plans and the daily series, read once and lazily, with the fitted expectation of any
+scope on demand.
+"""
+
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from analytics.models import (
+    Anomaly,
+    DetectionSettings,
+    FeedbackLabel,
+    Incident,
+    PlannedActivity,
+    Tenant,
+)
+from analytics.services import expectation
+from analytics.services.expectation import Plan, Scope, WindowJudgement
+
+DIMENSIONS = ("user", "feature", "model")
+TENANT: Scope = ("tenant", None)
+# Days of spend read before the judged day: the model's history plus a drift's rolling week.
+SERIES_DAYS = expectation.HISTORY_DAYS + 7
+
+
+# --- Monitor settings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EffectiveSettings:
+    """A tenant's detection settings with the project defaults filled in."""
+
+    spike_min_impact_cents: float
+    spike_min_impact_pct: float
+    drift_min_impact_cents: float
+    drift_min_impact_pct: float
+    outlier_min_impact_cents: float
+    outlier_min_impact_pct: float
+    z_threshold: float
+    min_history_days: int
+    monitored_dimensions: tuple[str, ...]
+    suppression_days: int
+
+    def floors(self, kind: str) -> tuple[float, float]:
+        """(minimum impact in cents, minimum impact in %) of an incident kind."""
+        return getattr(self, f"{kind}_min_impact_cents"), getattr(self, f"{kind}_min_impact_pct")
+
+    def monitors(self, entity_type: str) -> bool:
+        return entity_type == "tenant" or entity_type in self.monitored_dimensions
+
+
+SETTING_NAMES = tuple(field.name for field in fields(EffectiveSettings))
+
+
+def detection_settings_defaults() -> dict:
+    return dict(settings.ANALYTICS_DETECTION_DEFAULTS)
+
+
+def detection_settings_effective(*, tenant: Tenant) -> EffectiveSettings:
+    values = detection_settings_defaults()
+    stored = DetectionSettings.objects.filter(tenant=tenant).first()
+    if stored is not None:
+        for name in SETTING_NAMES:
+            value = getattr(stored, name)
+            if value is not None:
+                values[name] = value
+    values["monitored_dimensions"] = tuple(values["monitored_dimensions"])
+    return EffectiveSettings(**{name: values[name] for name in SETTING_NAMES})
+
+
+# --- Daily series -------------------------------------------------------------------------
+
+# Zero-filled daily spend of the tenant and of every user, feature and model it has, one
+# row per entity with an array of days; one scan of the tenant's records in the range.
+_ENTITY_SERIES_SQL = """
+WITH grouped AS (
+    SELECT CASE WHEN GROUPING(user_id) = 0 THEN 'user'
+                WHEN GROUPING(feature_tag) = 0 THEN 'feature'
+                WHEN GROUPING(model) = 0 THEN 'model'
+                ELSE 'tenant' END AS entity_type,
+           COALESCE(user_id, feature_tag, model) AS entity_id,
+           day,
+           SUM(cost_cents)::float8 AS cents
+    FROM (
+        SELECT user_id, feature_tag, model, cost_cents,
+               (created_at AT TIME ZONE 'UTC')::date AS day
+        FROM analytics_costrecord
+        WHERE tenant_id = %(tenant_id)s
+          AND created_at >= %(start)s
+          AND created_at < %(end)s
+    ) records
+    GROUP BY GROUPING SETS ((day), (user_id, day), (feature_tag, day), (model, day))
+)
+SELECT entity_type, entity_id, array_agg(day), array_agg(cents)
+FROM grouped
+WHERE entity_type = 'tenant' OR entity_id IS NOT NULL
+GROUP BY entity_type, entity_id
+"""
+
+
+@dataclass
+class EntitySeries:
+    """Daily spend from `first_day` on, per scope; a scope without records reads as zeros."""
+
+    first_day: date
+    last_day: date
+    values: dict[Scope, list[float]]
+
+    def of(self, scope: Scope) -> list[float]:
+        return self.values.get(scope) or [0.0] * ((self.last_day - self.first_day).days + 1)
+
+    def between(self, scope: Scope, first: date, last: date) -> list[float]:
+        """The values of days first ... last (days outside the fetched range read as 0)."""
+        series = self.of(scope)
+        out = []
+        day = first
+        while day <= last:
+            index = (day - self.first_day).days
+            out.append(series[index] if 0 <= index < len(series) else 0.0)
+            day += timedelta(days=1)
+        return out
+
+    def first_active_day(self, scope: Scope) -> date | None:
+        for index, value in enumerate(self.values.get(scope, ())):
+            if value > 0:
+                return self.first_day + timedelta(days=index)
+        return None
+
+
+def entity_daily_series(*, tenant_id: int, first_day: date, last_day: date) -> EntitySeries:
+    start = datetime.combine(first_day, time.min, tzinfo=UTC)
+    end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    length = (last_day - first_day).days + 1
+    with connection.cursor() as cursor:
+        cursor.execute(_ENTITY_SERIES_SQL, {"tenant_id": tenant_id, "start": start, "end": end})
+        rows = cursor.fetchall()
+    values: dict[Scope, list[float]] = {}
+    for entity_type, entity_id, days, cents in rows:
+        series = [0.0] * length
+        for day, amount in zip(days, cents, strict=True):
+            series[(day - first_day).days] = amount
+        values[(entity_type, entity_id)] = series
+    return EntitySeries(first_day, last_day, values)
+
+
+# --- Plans and feedback -------------------------------------------------------------------
+
+
+def plans_overlapping(*, tenant: Tenant, first_day: date, last_day: date) -> list[Plan]:
+    rows = PlannedActivity.objects.filter(
+        tenant=tenant, starts_on__lte=last_day, ends_on__gte=first_day
+    )
+    return [
+        Plan(row.starts_on, row.ends_on, row.entity_type, row.entity_id, row.expected_factor)
+        for row in rows
+    ]
+
+
+def false_alarms_since(*, tenant: Tenant, since: date) -> list[Incident]:
+    """Incidents labelled NO that were still seen on or after `since` (suppression)."""
+    return list(
+        Incident.objects.filter(
+            tenant=tenant, feedback_label=FeedbackLabel.NO, last_seen_on__gte=since
+        )
+    )
+
+
+def incidents_near(*, tenant: Tenant, first_day: date, last_day: date) -> list[Incident]:
+    """The tenant's incidents whose window touches [first_day, last_day], locked for update."""
+    return list(
+        Incident.objects.select_for_update()
+        .filter(tenant=tenant, started_on__lte=last_day, last_seen_on__gte=first_day)
+        .order_by("started_on", "id")
+    )
+
+
+# --- What detection knows about the tenant -------------------------------------------------
+
+
+class DetectionContext:
+    """Settings, plans and daily series of one tenant for one detection day, read lazily."""
+
+    def __init__(self, *, tenant: Tenant, as_of: date, settings: EffectiveSettings | None = None):
+        self.tenant = tenant
+        self.as_of = as_of
+        self.settings = settings or detection_settings_effective(tenant=tenant)
+        self._series: EntitySeries | None = None
+        self._plans: list[expectation.Plan] | None = None
+        self._models: dict[tuple[Scope, date], expectation.DailyModel | None] = {}
+
+    def series(self, first_day: date | None = None) -> EntitySeries:
+        first_day = min(first_day or self.as_of, self.as_of - timedelta(days=SERIES_DAYS))
+        if self._series is None or first_day < self._series.first_day:
+            self._series = entity_daily_series(
+                tenant_id=self.tenant.pk, first_day=first_day, last_day=self.as_of
+            )
+        return self._series
+
+    @property
+    def plans(self) -> list[expectation.Plan]:
+        if self._plans is None:
+            self._plans = plans_overlapping(
+                tenant=self.tenant,
+                first_day=self.series().first_day,
+                last_day=self.as_of,
+            )
+        return self._plans
+
+    def model(self, scope: Scope, before: date) -> expectation.DailyModel | None:
+        """The scope's model fitted on the history that ends the day before `before`."""
+        key = (scope, before)
+        if key not in self._models:
+            series = self.series(before - timedelta(days=expectation.HISTORY_DAYS))
+            history = series.between(
+                scope, before - timedelta(days=expectation.HISTORY_DAYS), before - timedelta(1)
+            )
+            self._models[key] = expectation.fit(history, last_day=before - timedelta(days=1))
+        return self._models[key]
+
+    def history_days(self, scope: Scope, before: date) -> int:
+        """Days from the scope's first spend in the read range to the day before `before`."""
+        first = self.series(before - timedelta(days=expectation.HISTORY_DAYS)).first_active_day(
+            scope
+        )
+        return 0 if first is None or first >= before else (before - first).days
+
+    def expected(self, scope: Scope, first: date, last: date, *, before: date) -> list[float]:
+        """Plan-adjusted expected spend of the days first ... last, fitted before `before`."""
+        model = self.model(scope, before)
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        base = [model.expected(day) if model else 0.0 for day in days]
+        plans = [plan for plan in self.plans if plan.starts_on <= last and plan.ends_on >= first]
+        if not plans:
+            return base
+        planned_scopes = {(p.entity_type, p.entity_id) for p in plans if p.entity_id is not None}
+        out = []
+        for day, value in zip(days, base, strict=True):
+            by_scope = {scope: value}
+            if scope == TENANT:
+                for other in planned_scopes:
+                    other_model = self.model(other, before)
+                    by_scope[other] = other_model.expected(day) if other_model else 0.0
+            out.append(
+                expectation.planned_expected(scope=scope, day=day, expected=by_scope, plans=plans)
+            )
+        return out
+
+    def judge(self, scope: Scope, first: date, last: date) -> WindowJudgement | None:
+        """The window's spend against the scope's expectation; None without a model."""
+        model = self.model(scope, first)
+        if model is None:
+            return None
+        return expectation.judge_window(
+            actual=self.series(first).between(scope, first, last),
+            expected=self.expected(scope, first, last, before=first),
+            spread=model.spread,
+        )
+
+
+# --- Lists --------------------------------------------------------------------------------
+
+
+def incident_list(
+    *,
+    tenant: Tenant,
+    status: str | None = None,
+    severity: str | None = None,
+    kind: str | None = None,
+    seen_from: date | None = None,
+    seen_to: date | None = None,
+) -> QuerySet[Incident]:
+    """The tenant's incidents, filtered; last_seen_on in [seen_from, seen_to)."""
+    filters = {
+        "status": status,
+        "severity": severity,
+        "kind": kind,
+        "last_seen_on__gte": seen_from,
+        "last_seen_on__lt": seen_to,
+    }
+    return Incident.objects.filter(
+        tenant=tenant, **{key: value for key, value in filters.items() if value is not None}
+    )
+
+
+def incident_detail_queryset(*, tenant: Tenant) -> QuerySet[Incident]:
+    members = Anomaly.objects.order_by("anomaly_date", "id")
+    return Incident.objects.filter(tenant=tenant).prefetch_related(
+        Prefetch("anomalies", queryset=members)
+    )
+
+
+def planned_activity_list(*, tenant: Tenant) -> QuerySet[PlannedActivity]:
+    return PlannedActivity.objects.filter(tenant=tenant)
+
+
+# --- The operator console's chart ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncidentDay:
+    day: date
+    actual_cents: float
+    expected_cents: float  # before the incident started: the actual spend
+
+
+def incident_daily_series(
+    *, incident: Incident, days_before: int = 14, days_after: int = 7, today: date | None = None
+) -> list[IncidentDay]:
+    """Daily spend of the incident's scope around its window, oldest first, with what was expected.
+
+    From `days_before` days before started_on to `days_after` days after last_seen_on, but no
+    day after today (the window itself is always shown). From started_on on, the expectation
+    is the one the incident was judged by: plan-adjusted and fitted on the history before
+    started_on; before it, the expected value is the actual spend.
+    """
+    today = today or timezone.now().date()
+    first = incident.started_on - timedelta(days=days_before)
+    last = max(
+        min(incident.last_seen_on + timedelta(days=days_after), today), incident.last_seen_on
+    )
+    context = DetectionContext(tenant=incident.tenant, as_of=last)
+    scope = (incident.entity_type, incident.entity_id)
+    # One read of the tenant's records covers the chart and the model's history.
+    series = context.series(
+        min(first, incident.started_on - timedelta(days=expectation.HISTORY_DAYS))
+    )
+    actual = series.between(scope, first, last)
+    lead = (incident.started_on - first).days
+    expected = actual[:lead] + context.expected(
+        scope, incident.started_on, last, before=incident.started_on
+    )
+    return [
+        IncidentDay(first + timedelta(days=index), spent, due)
+        for index, (spent, due) in enumerate(zip(actual, expected, strict=True))
+    ]

@@ -1,0 +1,283 @@
+"""What a day's spend should have been: a seasonal, trend-aware model of a daily series.
+
+Pure functions over plain numbers (no ORM, no settings), shared by the statistical detector,
+the incident gate and root-cause ranking, so they cannot disagree about "expected".
+
+The model of one series (a tenant's, or one user's, feature's or model's daily spend):
+
+- weekday profile: each day's ratio to the centred 7-day mean, the median per weekday,
+  normalised to a mean of 1 (only with three weeks of history; otherwise flat);
+- trend: the median of the pairwise slopes between weekly medians of the de-seasonalised
+  series (a robust straight line: a spike in one week does not tilt it, steady growth does);
+- level: the median of the de-trended, de-seasonalised values of the last two weeks;
+- spread: noise is multiplicative (a +10 % day is as likely at $500/day as at $20/day), so the
+  spread is the robust standard deviation (1.4826 x the median absolute value) of the relative
+  residuals v / fitted - 1 over the whole history, pooled across weekdays, inflated for the
+  parameters the fit used. With eight weeks that is ~56 residuals, enough for a stable estimate.
+
+Judging a window of days then gives its expected total, the excess, the excess in % and a z
+score of the excess against the noise of that many days.
+"""
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+EXPECTATION_VERSION = "2.0.0"
+
+HISTORY_DAYS = 56  # eight weeks of history when there is that much
+MIN_FIT_DAYS = 14  # fewer days than this give no model at all
+SEASONAL_MIN_DAYS = 21  # three weeks before the weekday profile is trusted
+LEVEL_DAYS = 14  # the level is read from the last two weeks
+ROBUST_SD = 1.4826  # median absolute deviation -> standard deviation for normal noise
+MEDIAN_VARIANCE = math.pi / 2  # a median of k normal values varies pi/2 times more than a mean
+SMALL_SAMPLE = 4.0  # widens the spread of a short history (4 / number of residuals)
+MAX_DAILY_TREND = 0.03  # a fitted trend beyond +-3 %/day of the level is capped
+
+
+@dataclass(frozen=True)
+class DailyModel:
+    """A fitted series: expected(day) for days after (or inside) its history."""
+
+    last_day: date  # the last history day
+    level: float  # de-seasonalised spend on last_day
+    slope: float  # de-seasonalised change per day, in cents
+    weekday_factors: tuple[float, ...]  # Monday first; mean 1
+    spread: float  # relative standard deviation of one day; 0 for a noiseless history
+    history_days: int
+
+    def expected(self, day: date) -> float:
+        trend = self.level + self.slope * (day - self.last_day).days
+        return max(trend, 0.0) * self.weekday_factors[day.weekday()]
+
+    @property
+    def trend_pct_per_day(self) -> float:
+        return self.slope / self.level * 100 if self.level > 0 else 0.0
+
+
+def _weekday_ratios(values: Sequence[float], first_day: date) -> dict[int, dict[int, float]]:
+    """{weekday: {day index: the day's ratio to its centred 7-day mean}}."""
+    ratios: dict[int, dict[int, float]] = {}
+    for index in range(3, len(values) - 3):
+        centred_mean = sum(values[index - 3 : index + 4]) / 7
+        if centred_mean > 0:
+            weekday = (first_day + timedelta(days=index)).weekday()
+            ratios.setdefault(weekday, {})[index] = values[index] / centred_mean
+    return ratios
+
+
+def _normalised(factors: Sequence[float]) -> tuple[float, ...]:
+    mean = sum(factors) / 7
+    if mean <= 0:
+        return (1.0,) * 7
+    # A weekday that never spends keeps a small factor, so its expected value is not zero.
+    return tuple(max(factor / mean, 0.05) for factor in factors)
+
+
+def _weekly_slope(adjusted: Sequence[float]) -> float:
+    """Median of the pairwise slopes between weekly medians, counted back from the last day."""
+    weeks = []
+    end = len(adjusted)
+    while end - 7 >= 0:
+        weeks.append((end - 4, statistics.median(adjusted[end - 7 : end])))  # (centre, median)
+        end -= 7
+    if len(weeks) < 2:
+        return 0.0
+    slopes = [
+        (later_value - value) / (later_centre - centre)
+        for i, (later_centre, later_value) in enumerate(weeks)
+        for centre, value in weeks[i + 1 :]
+    ]
+    return statistics.median(slopes)
+
+
+def fit(history: Sequence[float], *, last_day: date) -> DailyModel | None:
+    """Fit the daily model to `history` (oldest first, ending on `last_day`; 0 for idle days).
+
+    Only the last HISTORY_DAYS values are used, from the first day with spend on. None when
+    that leaves fewer than MIN_FIT_DAYS.
+    """
+    values = [float(v) for v in history[-HISTORY_DAYS:]]
+    # Days before the series' first spend are before it existed, not idle days.
+    while values and values[0] <= 0:
+        values.pop(0)
+    n = len(values)
+    if n < MIN_FIT_DAYS:
+        return None
+    first_day = last_day - timedelta(days=n - 1)
+    weekday_of = [(first_day + timedelta(days=i)).weekday() for i in range(n)]
+    ratios = _weekday_ratios(values, first_day) if n >= SEASONAL_MIN_DAYS else {}
+    seasonal = len(ratios) == 7
+    if seasonal:
+        factors = _normalised([statistics.median(ratios[k].values()) for k in range(7)])
+    else:
+        factors = (1.0,) * 7
+    adjusted = [value / factors[weekday_of[i]] for i, value in enumerate(values)]
+    slope = _weekly_slope(adjusted)
+    recent = [adjusted[i] - slope * (i - (n - 1)) for i in range(max(0, n - LEVEL_DAYS), n)]
+    level = max(statistics.median(recent), 0.0)
+    cap = MAX_DAILY_TREND * level
+    slope = min(max(slope, -cap), cap)
+    model = DailyModel(last_day, level, slope, factors, 0.0, n)
+
+    # Residuals are taken against a weekday factor fitted without the day itself, so the
+    # spread also carries the error of estimating the profile from a few weeks: it is the
+    # error a forecast of a new day makes, not the smaller error of fitting known days.
+    mean_factor = 1.0
+    if seasonal:
+        mean_factor = sum(statistics.median(ratios[k].values()) for k in range(7)) / 7
+    residuals = []
+    for i, value in enumerate(values):
+        factor = factors[weekday_of[i]]
+        others = [r for j, r in ratios.get(weekday_of[i], {}).items() if j != i]
+        if seasonal and i in ratios[weekday_of[i]] and others and mean_factor > 0:
+            factor = max(statistics.median(others) / mean_factor, 0.05)
+        fitted = max(level + slope * (i - (n - 1)), 0.0) * factor
+        if fitted > 0:
+            residuals.append(value / fitted - 1)
+        elif value > 0:
+            residuals.append(1.0)  # spend where none was expected: a full miss
+    if not residuals:
+        return model
+    spread = ROBUST_SD * statistics.median(abs(r) for r in residuals)
+    # The level is itself a median of LEVEL_DAYS noisy days; a short history estimates the
+    # spread from few residuals. Both widen what a new day may do.
+    spread *= math.sqrt(1 + MEDIAN_VARIANCE / LEVEL_DAYS) * (1 + SMALL_SAMPLE / len(residuals))
+    return DailyModel(last_day, level, slope, factors, spread, n)
+
+
+@dataclass(frozen=True)
+class WindowJudgement:
+    """Actual against expected spend over a window of days."""
+
+    actual: float
+    expected: float
+    impact: float  # actual - expected
+    impact_pct: float | None  # None when nothing was expected
+    z_score: float  # +inf for a positive excess over a noiseless history
+
+    def passes(self, *, min_cents: float, min_pct: float, z_threshold: float) -> bool:
+        """Material (both money floors) and beyond the noise (z threshold)."""
+        pct_ok = self.impact_pct is None or self.impact_pct >= min_pct
+        return (
+            self.impact >= min_cents and self.impact > 0 and pct_ok and self.z_score >= z_threshold
+        )
+
+
+def judge_window(
+    *, actual: Sequence[float], expected: Sequence[float], spread: float
+) -> WindowJudgement:
+    """Compare actual daily spend with expected over the same days.
+
+    The noise of a window's total is the spread times the root of the sum of squared
+    expected values (each day's noise is proportional to its expected spend).
+    """
+    total_actual = float(sum(actual))
+    total_expected = float(sum(expected))
+    impact = total_actual - total_expected
+    noise = spread * math.sqrt(sum(e * e for e in expected))
+    z_score = impact / noise if noise > 0 else (math.inf if impact > 0 else 0.0)
+    impact_pct = impact / total_expected * 100 if total_expected > 0 else None
+    return WindowJudgement(total_actual, total_expected, impact, impact_pct, z_score)
+
+
+# --- Planned activity ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A planned change: between the two days, the scope's expected spend is x factor."""
+
+    starts_on: date
+    ends_on: date
+    entity_type: str  # "tenant" scales every scope of the tenant
+    entity_id: str | None
+    factor: float
+
+    def covers(self, day: date) -> bool:
+        return self.starts_on <= day <= self.ends_on
+
+
+Scope = tuple[str, str | None]  # (entity_type, entity_id); ("tenant", None) is the tenant
+
+
+def planned_expected(
+    *,
+    scope: Scope,
+    day: date,
+    expected: dict[Scope, float],
+    plans: Sequence[Plan],
+) -> float:
+    """The expected spend of `scope` on `day` once the plans covering that day are applied.
+
+    `expected` holds each scope's unplanned expectation for the day. A tenant-wide plan scales
+    every scope; an entity plan scales that entity, and the tenant by the extra spend the
+    entity is planned to add.
+    """
+    base = expected.get(scope, 0.0)
+    active = [plan for plan in plans if plan.covers(day)]
+    if not active:
+        return base
+    tenant_factor = math.prod(p.factor for p in active if p.entity_type == "tenant")
+    if scope[0] != "tenant":
+        own = math.prod(p.factor for p in active if (p.entity_type, p.entity_id) == scope)
+        return base * tenant_factor * own
+    extra = 0.0
+    for plan in active:
+        if plan.entity_type != "tenant":
+            extra += (plan.factor - 1) * expected.get((plan.entity_type, plan.entity_id), 0.0)
+    return max(base * tenant_factor + extra * tenant_factor, 0.0)
+
+
+# --- Root causes --------------------------------------------------------------------------
+
+ROOT_CAUSE_LIMIT = 5
+ROOT_CAUSE_MIN_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class EntityChange:
+    entity_type: str
+    entity_id: str
+    expected: float
+    actual: float
+
+    @property
+    def delta(self) -> float:
+        return self.actual - self.expected
+
+
+def rank_root_causes(changes: Sequence[EntityChange], *, total_increase: float) -> list[dict]:
+    """The entities behind an increase, best explanation first.
+
+    share = the entity's increase / the scope's increase. Entities are ranked by their share
+    weighted by how much of the entity's own spend is new (delta / actual): a model that every
+    feature uses carries the same increase as the one feature that grew, but only a small part
+    of its spend is new, so the feature ranks first. Entities that did not grow, or explain
+    less than 5 % of the increase, are left out.
+    """
+    if total_increase <= 0:
+        return []
+    ranked = []
+    for change in changes:
+        if change.delta <= 0 or change.actual <= 0:
+            continue
+        share = change.delta / total_increase
+        if share < ROOT_CAUSE_MIN_SHARE:
+            continue
+        score = min(share, 1.0) * (change.delta / change.actual)
+        ranked.append((score, change, share))
+    ranked.sort(key=lambda item: (-item[0], item[1].entity_type, item[1].entity_id))
+    return [
+        {
+            "entity_type": change.entity_type,
+            "entity_id": change.entity_id,
+            "expected_cents": round(change.expected, 4),
+            "actual_cents": round(change.actual, 4),
+            "delta_cents": round(change.delta, 4),
+            "share": round(share, 4),
+        }
+        for _, change, share in ranked[:ROOT_CAUSE_LIMIT]
+    ]

@@ -1,0 +1,542 @@
+"""Incidents: what detection tells a person, built from the raw anomalies of a run.
+
+Each rule's anomaly is first judged by the incident gate: its window's spend against the
+seasonal, trend-aware expectation of `analytics.services.expectation` (scaled by planned
+activity), which must pass both money floors of the tenant's settings and the z threshold.
+Budget anomalies are material by definition (the budget is the threshold).
+
+Grouping: an anomaly joins the tenant's incident whose window it overlaps or touches (one day
+apart at most): budget anomalies the incident of their budget, every other kind the tenant's
+cost-change incident. A material anomaly with nothing to join opens a new incident unless a
+false-alarm label suppresses it; an immaterial one joins as evidence or stays on its own.
+Each touched incident's window, kind, scope, numbers and root causes are then recomputed from
+the expectation, so running a day twice leaves the same incident.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from analytics import metrics
+from analytics.api.errors import Conflict
+from analytics.models import (
+    Anomaly,
+    AnomalyStatus,
+    AnomalyType,
+    EntityType,
+    FeedbackLabel,
+    Incident,
+    IncidentKind,
+    Tenant,
+)
+from analytics.selectors.incidents import (
+    DIMENSIONS,
+    TENANT,
+    DetectionContext,
+    false_alarms_since,
+    incidents_near,
+)
+from analytics.services import detection as engine
+from analytics.services import expectation
+from analytics.services.anomaly_lifecycle import (
+    CLOSED_STATUSES,
+    OPEN_STATUSES,
+    RESOLUTIONS,
+    anomalies_acknowledge,
+    anomalies_label,
+    anomalies_resolve,
+)
+from analytics.services.expectation import Scope, WindowJudgement
+from analytics.signals import incident_escalated, incident_opened, incident_resolved
+
+KIND_OF = {
+    AnomalyType.ABSOLUTE_SPIKE: IncidentKind.SPIKE,
+    AnomalyType.SUSTAINED_DRIFT: IncidentKind.DRIFT,
+    AnomalyType.STATISTICAL_OUTLIER: IncidentKind.OUTLIER,
+    AnomalyType.BUDGET_WARNING: IncidentKind.BUDGET,
+    AnomalyType.BUDGET_EXCEEDED: IncidentKind.BUDGET,
+}
+# The kind an incident shows when its anomalies disagree: the longest-lived change wins.
+KIND_PRIORITY = {
+    IncidentKind.DRIFT: 3,
+    IncidentKind.SPIKE: 2,
+    IncidentKind.OUTLIER: 1,
+    IncidentKind.BUDGET: 0,
+}
+SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
+# One transaction-scoped advisory lock per tenant (classid, tenant id): detection runs for
+# the same tenant queue up, so two of them never open the same incident twice.
+DETECTION_LOCK_CLASS = 7010
+
+
+def tenant_detection_lock(tenant: Tenant) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [DETECTION_LOCK_CLASS, tenant.pk])
+
+
+# --- The gate -----------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """What the gate decided about one anomaly."""
+
+    anomaly: Anomaly
+    kind: str
+    scope: Scope
+    start: date
+    end: date
+    material: bool
+    reason: str
+    judgement: WindowJudgement | None = None
+
+    @property
+    def family(self) -> tuple:
+        """Anomalies of one family group together: one budget, or the tenant's cost changes."""
+        return ("budget", self.anomaly.budget_id) if self.kind == IncidentKind.BUDGET else ("cost",)
+
+
+def anomaly_window(anomaly: Anomaly) -> tuple[date, date]:
+    """The days an anomaly speaks for: a spike's streak, a drift's run, an outlier's day."""
+    day = anomaly.anomaly_date
+    if anomaly.anomaly_type in (AnomalyType.ABSOLUTE_SPIKE, AnomalyType.SUSTAINED_DRIFT):
+        return day - timedelta(days=max(anomaly.breach_count, 1) - 1), day
+    return day, day
+
+
+def _fallback_judgement(anomaly: Anomaly) -> WindowJudgement:
+    """A rule's own numbers, when there is too little history for a model."""
+    days = engine.DRIFT_ROLLING_DAYS if anomaly.anomaly_type == AnomalyType.SUSTAINED_DRIFT else 1
+    return expectation.judge_window(
+        actual=[anomaly.current_value_cents] * days,
+        expected=[anomaly.expected_value_cents] * days,
+        spread=0.0,
+    )
+
+
+def anomaly_verdict(anomaly: Anomaly, context: DetectionContext) -> Verdict:
+    kind = KIND_OF[anomaly.anomaly_type]
+    scope = (anomaly.entity_type, anomaly.entity_id)
+    start, end = anomaly_window(anomaly)
+    verdict = Verdict(anomaly, kind, scope, start, end, material=False, reason="")
+    if kind == IncidentKind.BUDGET:
+        verdict.material, verdict.reason = True, "budget threshold passed"
+        return verdict
+    settings = context.settings
+    if not settings.monitors(anomaly.entity_type):
+        verdict.reason = f"{anomaly.entity_type} is not a monitored dimension"
+        return verdict
+    if anomaly.anomaly_type == AnomalyType.SUSTAINED_DRIFT:
+        # A drift is judged over its rolling week, the days its ratio was measured on.
+        start = end - timedelta(days=engine.DRIFT_ROLLING_DAYS - 1)
+    history = context.history_days(scope, start)
+    if history >= settings.min_history_days:
+        judgement = context.judge(scope, start, end)
+    elif scope == TENANT:
+        judgement = _fallback_judgement(anomaly)
+    else:
+        verdict.reason = f"{history} days of history, {settings.min_history_days} needed"
+        return verdict
+    verdict.judgement = judgement
+    min_cents, min_pct = settings.floors(kind)
+    if judgement is None:
+        verdict.reason = "no expectation"
+    elif judgement.passes(min_cents=min_cents, min_pct=min_pct, z_threshold=settings.z_threshold):
+        verdict.material, verdict.reason = True, "material"
+    else:
+        verdict.reason = _why_not(judgement, min_cents, min_pct, settings.z_threshold)
+    return verdict
+
+
+def _why_not(judgement: WindowJudgement, min_cents: float, min_pct: float, z: float) -> str:
+    if judgement.impact < min_cents:
+        return f"impact {judgement.impact:.2f} cents below the {min_cents:g} cents floor"
+    if judgement.impact_pct is not None and judgement.impact_pct < min_pct:
+        return f"impact {judgement.impact_pct:.1f}% below the {min_pct:g}% floor"
+    return f"z {judgement.z_score:.2f} within the noise (threshold {z:g})"
+
+
+def _suppressor(verdict: Verdict, false_alarms: Sequence[Incident], days: int) -> Incident | None:
+    """A false-alarm incident of the same scope and kind that still silences this verdict."""
+    for incident in false_alarms:
+        if verdict.start > incident.last_seen_on + timedelta(days=days):
+            continue
+        scopes = {(incident.entity_type, incident.entity_id)}
+        scopes |= {(a.entity_type, a.entity_id) for a in incident.anomalies.all()}
+        if verdict.scope not in scopes or verdict.kind != incident.kind:
+            continue
+        labelled_days = (incident.last_seen_on - incident.started_on).days + 1
+        labelled = incident.impact_cents / labelled_days
+        judged = verdict.judgement.impact if verdict.judgement else 0.0
+        judged_days = (verdict.end - verdict.start).days + 1
+        if judged / judged_days < 2 * labelled:
+            return incident
+    return None
+
+
+# --- Grouping -----------------------------------------------------------------------------
+
+
+@dataclass
+class IncidentOutcome:
+    incidents: list[Incident] = field(default_factory=list)  # opened or updated, oldest first
+    opened: list[Incident] = field(default_factory=list)
+    escalated: list[Incident] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def suppressed(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.reason.startswith("suppressed")]
+
+
+def _touches(incident: Incident, verdict: Verdict) -> bool:
+    return verdict.start <= incident.last_seen_on + timedelta(
+        days=1
+    ) and verdict.end >= incident.started_on - timedelta(days=1)
+
+
+def _family_of(incident: Incident) -> tuple:
+    return ("budget", incident.budget_id) if incident.kind == IncidentKind.BUDGET else ("cost",)
+
+
+@transaction.atomic
+def incidents_record(
+    *, tenant: Tenant, anomalies: Sequence[Anomaly], context: DetectionContext
+) -> IncidentOutcome:
+    """Judge a run's anomalies, group them into incidents and refresh those incidents."""
+    outcome = IncidentOutcome()
+    judged = [a for a in anomalies if a.anomaly_type in KIND_OF]
+    if not judged:
+        return outcome
+    verdicts = [anomaly_verdict(anomaly, context) for anomaly in judged]
+    # Material verdicts first (tenant-level before entities) so evidence can join them.
+    verdicts.sort(key=lambda v: (not v.material, v.scope != TENANT, v.start))
+    outcome.verdicts = verdicts
+
+    first = min(v.start for v in verdicts) - timedelta(days=1)
+    last = max(v.end for v in verdicts) + timedelta(days=1)
+    nearby = incidents_near(tenant=tenant, first_day=first, last_day=last)
+    false_alarms = None
+    touched: dict[int, Incident] = {}
+    members: dict[int, list[Verdict]] = {}
+    now = timezone.now()
+    for verdict in verdicts:
+        target = next(
+            (i for i in nearby if _family_of(i) == verdict.family and _touches(i, verdict)), None
+        )
+        if target is None and verdict.material:
+            if false_alarms is None:
+                since = context.as_of - timedelta(days=context.settings.suppression_days + 62)
+                false_alarms = false_alarms_since(tenant=tenant, since=since)
+            suppressor = _suppressor(verdict, false_alarms, context.settings.suppression_days)
+            if suppressor is not None:
+                verdict.material = False
+                verdict.reason = f"suppressed by false-alarm incident {suppressor.pk}"
+                continue
+            target = _incident_open(tenant=tenant, verdict=verdict, now=now)
+            nearby.append(target)
+            outcome.opened.append(target)
+        if target is None:
+            continue
+        touched[target.pk] = target
+        members.setdefault(target.pk, []).append(verdict)
+        if verdict.anomaly.incident_id != target.pk:
+            verdict.anomaly.incident_id = target.pk
+            Anomaly.objects.filter(pk=verdict.anomaly.pk).update(incident=target)
+            # A closed incident takes new evidence but stays closed; the evidence follows it.
+            if target.status != verdict.anomaly.status and target.pk not in {
+                i.pk for i in outcome.opened
+            }:
+                _follow(verdict.anomaly, target)
+
+    for incident in sorted(touched.values(), key=lambda i: i.pk):
+        before = incident.severity
+        _incident_refresh(incident=incident, context=context, now=now)
+        outcome.incidents.append(incident)
+        went_up = SEVERITY_RANK[incident.severity] > SEVERITY_RANK[before]
+        if went_up and incident not in outcome.opened:
+            outcome.escalated.append(incident)
+    transaction.on_commit(lambda: _announce(outcome))
+    return outcome
+
+
+def _incident_open(*, tenant: Tenant, verdict: Verdict, now) -> Incident:
+    anomaly = verdict.anomaly
+    incident = Incident(
+        tenant=tenant,
+        kind=verdict.kind,
+        severity=anomaly.severity,
+        entity_type=anomaly.entity_type,
+        entity_id=anomaly.entity_id,
+        budget_id=anomaly.budget_id if verdict.kind == IncidentKind.BUDGET else None,
+        started_on=verdict.start,
+        last_seen_on=verdict.end,
+        title=anomaly.message[:300],
+        expected_cents=anomaly.expected_value_cents,
+        actual_cents=anomaly.current_value_cents,
+        impact_cents=0.0,
+        opened_at=now,
+        updated_at=now,
+    )
+    incident.save()
+    return incident
+
+
+def _follow(anomaly: Anomaly, incident: Incident) -> None:
+    """Give an anomaly the lifecycle state of the incident it joined."""
+    fields = {
+        "status": incident.status,
+        "acknowledged_at": incident.acknowledged_at,
+        "acknowledged_by": incident.acknowledged_by,
+        "resolved_at": incident.resolved_at,
+        "resolved_by": incident.resolved_by,
+        "resolution_notes": incident.resolution_notes,
+    }
+    Anomaly.objects.filter(pk=anomaly.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(anomaly, name, value)
+
+
+# --- Refresh ------------------------------------------------------------------------------
+
+
+def _incident_refresh(*, incident: Incident, context: DetectionContext, now) -> None:
+    """Recompute window, kind, scope, numbers, severity, root causes and title from members."""
+    member_rows = list(incident.anomalies.all())
+    if not member_rows:
+        return
+    windows = [anomaly_window(a) for a in member_rows]
+    incident.started_on = min(start for start, _ in windows)
+    incident.last_seen_on = max(end for _, end in windows)
+    if incident.kind == IncidentKind.BUDGET:
+        _refresh_budget(incident, member_rows, context)
+    else:
+        _refresh_cost_change(incident, member_rows, context)
+    incident.updated_at = now
+    incident.full_clean(exclude=["tenant", "budget"])
+    incident.save()
+
+
+def _refresh_cost_change(
+    incident: Incident, member_rows: list[Anomaly], context: DetectionContext
+) -> None:
+    kinds = [KIND_OF[a.anomaly_type] for a in member_rows if a.anomaly_type in KIND_OF]
+    tenant_kinds = [
+        KIND_OF[a.anomaly_type]
+        for a in member_rows
+        if a.entity_type == EntityType.TENANT and a.anomaly_type in KIND_OF
+    ]
+    incident.kind = max(tenant_kinds or kinds, key=KIND_PRIORITY.__getitem__)
+    entities = {(a.entity_type, a.entity_id) for a in member_rows}
+    scope = next(iter(entities)) if len(entities) == 1 else TENANT
+    incident.entity_type, incident.entity_id = scope
+
+    first, last = incident.started_on, incident.last_seen_on
+    judgement = context.judge(scope, first, last)
+    tenant_judgement = judgement if scope == TENANT else context.judge(TENANT, first, last)
+    if judgement is None:  # too little history: the members' own numbers
+        judgement = expectation.judge_window(
+            actual=[a.current_value_cents for a in member_rows if a.entity_type == scope[0]],
+            expected=[a.expected_value_cents for a in member_rows if a.entity_type == scope[0]],
+            spread=0.0,
+        )
+    _set_numbers(incident, judgement)
+    min_cents, _ = context.settings.floors(incident.kind)
+    severity_basis = tenant_judgement or judgement
+    incident.severity = engine.incident_severity(
+        impact_pct=severity_basis.impact_pct,
+        impact_cents=judgement.impact,
+        min_impact_cents=min_cents,
+    )
+    incident.root_causes = _root_causes(scope, first, last, judgement.impact, context)
+    incident.metadata = {
+        "z_score": engine.finite_or_none(judgement.z_score, 4),
+        "tenant_impact_pct": engine.finite_or_none(tenant_judgement.impact_pct, 2)
+        if tenant_judgement and tenant_judgement.impact_pct is not None
+        else None,
+        "expectation_version": expectation.EXPECTATION_VERSION,
+    }
+    incident.title = engine.incident_title(
+        kind=incident.kind,
+        scope_label=engine.entity_label(*scope),
+        impact_cents=incident.impact_cents,
+        impact_pct=incident.impact_pct,
+        started_on=first,
+        last_seen_on=last,
+    )
+
+
+def _refresh_budget(incident: Incident, member_rows: list[Anomaly], context: DetectionContext):
+    latest = max(member_rows, key=lambda a: (a.anomaly_date, SEVERITY_RANK[a.severity]))
+    incident.entity_type, incident.entity_id = latest.entity_type, latest.entity_id
+    incident.severity = max((a.severity for a in member_rows), key=SEVERITY_RANK.__getitem__)
+    incident.actual_cents = latest.current_value_cents
+    incident.expected_cents = latest.expected_value_cents  # the limit
+    incident.impact_cents = incident.actual_cents - incident.expected_cents
+    incident.impact_pct = latest.deviation_pct - 100 if latest.deviation_pct is not None else None
+    period_start = latest.anomaly_date
+    if latest.budget_period == "monthly":
+        period_start = latest.anomaly_date.replace(day=1)
+    scope = (latest.entity_type, latest.entity_id)
+    judgement = context.judge(scope, period_start, latest.anomaly_date)
+    increase = judgement.impact if judgement else 0.0
+    incident.root_causes = _root_causes(scope, period_start, latest.anomaly_date, increase, context)
+    incident.metadata = {"budget_period": latest.budget_period, "usage_pct": latest.deviation_pct}
+    incident.title = latest.message[:300]
+
+
+def _set_numbers(incident: Incident, judgement: WindowJudgement) -> None:
+    incident.expected_cents = round(judgement.expected, 4)
+    incident.actual_cents = round(judgement.actual, 4)
+    incident.impact_cents = round(judgement.impact, 4)
+    incident.impact_pct = (
+        round(judgement.impact_pct, 2) if judgement.impact_pct is not None else None
+    )
+
+
+def _root_causes(
+    scope: Scope, first: date, last: date, increase: float, context: DetectionContext
+) -> list[dict]:
+    """Entities ranked by the share of the scope's increase they carry.
+
+    For the tenant every user, feature and model competes; for one entity's incident the
+    entity itself is the cause.
+    """
+    series = context.series(first - timedelta(days=expectation.HISTORY_DAYS))
+    if scope != TENANT:
+        actual = sum(series.between(scope, first, last))
+        expected = sum(context.expected(scope, first, last, before=first))
+        change = expectation.EntityChange(scope[0], scope[1], expected, actual)
+        return expectation.rank_root_causes([change], total_increase=max(change.delta, 0.0))
+    changes = []
+    for entity_type, entity_id in series.values:
+        if entity_type not in DIMENSIONS:
+            continue
+        entity = (entity_type, entity_id)
+        actual = sum(series.between(entity, first, last))
+        if actual <= 0:
+            continue
+        expected = sum(context.expected(entity, first, last, before=first))
+        changes.append(expectation.EntityChange(entity_type, entity_id, expected, actual))
+    return expectation.rank_root_causes(changes, total_increase=increase)
+
+
+def _announce(outcome: IncidentOutcome) -> None:
+    for incident in outcome.opened:
+        metrics.incidents_opened_total.labels(kind=incident.kind, severity=incident.severity).inc()
+        incident_opened.send(sender=Incident, incident=incident)
+    for incident in outcome.escalated:
+        incident_escalated.send(sender=Incident, incident=incident)
+
+
+# --- Lifecycle ----------------------------------------------------------------------------
+# The same transitions as an anomaly's (conditional UPDATEs, so concurrent operators cannot
+# both win); each one is applied to the incident's anomalies too.
+
+
+class IncidentTransitionConflict(Conflict):
+    """A lifecycle action that the incident's status does not allow (answered as 409)."""
+
+
+def _closed_conflict(incident: Incident, action: str) -> IncidentTransitionConflict:
+    return IncidentTransitionConflict(
+        f"Cannot {action} an incident that is {incident.status}.",
+        [{"field": "status", "reason": f"incident is {incident.status}"}],
+    )
+
+
+@transaction.atomic
+def incident_acknowledge(*, incident: Incident, actor: str) -> Incident:
+    """open → acknowledged; acknowledged stays as it is; resolved/dismissed → 409."""
+    incidents_acknowledge(incidents=Incident.objects.filter(pk=incident.pk), actor=actor)
+    incident.refresh_from_db()
+    if incident.status in CLOSED_STATUSES:
+        raise _closed_conflict(incident, "acknowledge")
+    return incident
+
+
+@transaction.atomic
+def incident_resolve(
+    *, incident: Incident, actor: str, resolution: str, notes: str = ""
+) -> Incident:
+    """open/acknowledged → resolved or dismissed; an already closed incident → 409."""
+    result = incidents_resolve(
+        incidents=Incident.objects.filter(pk=incident.pk),
+        actor=actor,
+        resolution=resolution,
+        notes=notes,
+    )
+    incident.refresh_from_db()
+    if not result["changed"]:
+        raise _closed_conflict(incident, "resolve")
+    return incident
+
+
+@transaction.atomic
+def incident_label(*, incident: Incident, actor: str, label: str) -> Incident:
+    """Record (or overwrite) the feedback label, whatever the status.
+
+    A NO label (false alarm) also keeps the same scope and kind quiet for the tenant's
+    suppression period, unless the impact at least doubles.
+    """
+    incidents_label(incidents=Incident.objects.filter(pk=incident.pk), actor=actor, label=label)
+    incident.refresh_from_db()
+    return incident
+
+
+@transaction.atomic
+def incidents_acknowledge(*, incidents, actor: str) -> dict:
+    """Bulk acknowledge: {acknowledged, unchanged, conflicts} (closed ones are conflicts)."""
+    ids = list(incidents.values_list("pk", flat=True))
+    now = timezone.now()
+    acknowledged = Incident.objects.filter(pk__in=ids, status=AnomalyStatus.OPEN).update(
+        status=AnomalyStatus.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=actor
+    )
+    conflicts = Incident.objects.filter(pk__in=ids, status__in=CLOSED_STATUSES).count()
+    anomalies_acknowledge(anomalies=Anomaly.objects.filter(incident_id__in=ids), actor=actor)
+    return {
+        "acknowledged": acknowledged,
+        "unchanged": len(ids) - acknowledged - conflicts,
+        "conflicts": conflicts,
+    }
+
+
+@transaction.atomic
+def incidents_resolve(*, incidents, actor: str, resolution: str, notes: str = "") -> dict:
+    """Bulk resolve or dismiss the open/acknowledged ones: {changed, conflicts}."""
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
+    ids = list(
+        incidents.filter(status__in=OPEN_STATUSES).select_for_update().values_list("pk", flat=True)
+    )
+    total = incidents.count()
+    changed = Incident.objects.filter(pk__in=ids, status__in=OPEN_STATUSES).update(
+        status=resolution, resolved_at=timezone.now(), resolved_by=actor, resolution_notes=notes
+    )
+    anomalies_resolve(
+        anomalies=Anomaly.objects.filter(incident_id__in=ids),
+        actor=actor,
+        resolution=resolution,
+        notes=notes,
+    )
+    closed = list(Incident.objects.filter(pk__in=ids))
+    transaction.on_commit(
+        lambda: [incident_resolved.send(sender=Incident, incident=i) for i in closed]
+    )
+    return {"changed": changed, "conflicts": total - changed}
+
+
+@transaction.atomic
+def incidents_label(*, incidents, actor: str, label: str) -> dict:
+    """Bulk feedback label: {labelled}."""
+    if label not in FeedbackLabel.values:
+        raise ValueError(f"label must be one of {', '.join(FeedbackLabel.values)}")
+    ids = list(incidents.values_list("pk", flat=True))
+    labelled = Incident.objects.filter(pk__in=ids).update(
+        feedback_label=label, feedback_at=timezone.now(), feedback_by=actor
+    )
+    anomalies_label(anomalies=Anomaly.objects.filter(incident_id__in=ids), actor=actor, label=label)
+    return {"labelled": labelled}
