@@ -266,6 +266,9 @@ ANALYTICS_DETECTION_DEFAULTS = {
     "drift_min_impact_pct": env_float("DETECTION_DRIFT_MIN_IMPACT_PCT", 25, minimum=0),
     "outlier_min_impact_cents": env_float("DETECTION_OUTLIER_MIN_IMPACT_CENTS", 100, minimum=0),
     "outlier_min_impact_pct": env_float("DETECTION_OUTLIER_MIN_IMPACT_PCT", 20, minimum=0),
+    # A user's, feature's or model's change is an incident of its own only when it adds at
+    # least this much to the tenant's expected spend over the same days.
+    "entity_min_tenant_pct": env_float("DETECTION_ENTITY_MIN_TENANT_PCT", 5, minimum=0),
     "z_threshold": env_float("DETECTION_Z_THRESHOLD", 3.5, minimum=0.5, maximum=20),
     "min_history_days": env_int("DETECTION_MIN_HISTORY_DAYS", 28, minimum=7, maximum=56),
     "monitored_dimensions": ["user", "feature", "model"],

@@ -1,3 +1,3 @@
 """The analytics operator console, one module per area."""
 
-from analytics.admin import anomalies, records, snapshots, tenancy  # noqa: F401
+from analytics.admin import anomalies, incidents, monitoring, records, snapshots, tenancy  # noqa: F401

@@ -11,6 +11,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponseRedirect
@@ -26,6 +27,7 @@ from analytics.models import (
     BreachHistory,
     DriftTracking,
     FeedbackLabel,
+    Incident,
     Severity,
 )
 from analytics.selectors.anomalies import anomaly_daily_series
@@ -129,10 +131,38 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         return queryset
 
 
+class IncidentFilter(admin.SimpleListFilter):
+    """In an incident or not; `?incident=<id>` (the incident page's link) lists one's members."""
+
+    title = "incident"
+    parameter_name = "incident"
+
+    def lookups(self, request, model_admin):
+        choices = [("any", "In an incident"), ("none", "In no incident")]
+        value = self.value()
+        if value and value.isdigit():
+            incident = Incident.objects.filter(pk=value).only("title").first()
+            if incident is not None:
+                choices.append((value, f"#{value}: {incident.title[:60]}"))
+        return choices
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == "any":
+            return queryset.filter(incident__isnull=False)
+        if value == "none":
+            return queryset.filter(incident__isnull=True)
+        if value.isdigit():
+            return queryset.filter(incident_id=int(value))
+        raise IncorrectLookupParameters(f"Unknown incident filter {value!r}.")
+
+
 # --- The anomaly console -----------------------------------------------------------------
 
 
-def _badge(text: str, colour: str):
+def badge(text: str, colour: str):
     return format_html(
         '<span style="background:{};color:#fff;padding:1px 6px;border-radius:8px;'
         'font-size:11px;white-space:nowrap">{}</span>',
@@ -173,6 +203,7 @@ def daily_cost_chart(series, anomaly_day, width: int = 560, height: int = 120) -
 
 @admin.register(Anomaly)
 class AnomalyAdmin(admin.ModelAdmin):
+    console_position = 1  # right after incidents: the raw evidence behind them
     list_display = (
         "detected_at",
         "tenant",
@@ -184,10 +215,12 @@ class AnomalyAdmin(admin.ModelAdmin):
         "deviation",
         "derived_cause",
         "feedback_label",
+        "incident_link",
     )
     list_display_links = ("detected_at", "anomaly_type")
     list_filter = (
         NeedsAttentionFilter,
+        IncidentFilter,
         "status",
         "severity",
         "anomaly_type",
@@ -229,6 +262,7 @@ class AnomalyAdmin(admin.ModelAdmin):
                     ("deviation_pct", "threshold_pct"),
                     ("breach_count", "derived_cause"),
                     ("snapshot", "budget"),
+                    "incident_link",
                     "metadata_pretty",
                 )
             },
@@ -264,6 +298,7 @@ class AnomalyAdmin(admin.ModelAdmin):
         "derived_cause",
         "snapshot",
         "budget",
+        "incident_link",
         "metadata_pretty",
         "detected_at",
         "last_detected_at",
@@ -294,11 +329,11 @@ class AnomalyAdmin(admin.ModelAdmin):
 
     @admin.display(description="severity", ordering="severity")
     def severity_badge(self, obj):
-        return _badge(obj.get_severity_display(), SEVERITY_COLOURS[obj.severity])
+        return badge(obj.get_severity_display(), SEVERITY_COLOURS[obj.severity])
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return _badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
+        return badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
 
     @admin.display(description="entity", ordering="entity_id")
     def entity(self, obj):
@@ -307,6 +342,13 @@ class AnomalyAdmin(admin.ModelAdmin):
     @admin.display(description="deviation", ordering="deviation_pct")
     def deviation(self, obj):
         return "—" if obj.deviation_pct is None else f"{obj.deviation_pct:+.1f}%"
+
+    @admin.display(description="incident", ordering="incident_id")
+    def incident_link(self, obj):
+        if obj.incident_id is None:
+            return "—"
+        url = reverse("admin:analytics_incident_change", args=[obj.incident_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.incident_id)
 
     @admin.display(description="metadata")
     def metadata_pretty(self, obj):

@@ -12,10 +12,10 @@ from analytics.api.anomaly_serializers import (
     AnomalyListSerializer,
     AnomalySerializer,
     DetectInputSerializer,
-    DetectionResultSerializer,
     FeedbackInputSerializer,
     ResolveInputSerializer,
 )
+from analytics.api.incident_serializers import DetectionResultSerializer
 from analytics.api.permissions import request_actor
 from analytics.api.views import SchemaSafeMixin
 from analytics.api.viewsets import TenantScopedMixin
@@ -80,7 +80,9 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
     @action(detail=False, methods=["post"])
     def detect(self, request):
         data = _validated(DetectInputSerializer, request.data)
-        result = anomalies_detect(tenant=self.get_tenant(), as_of=data.get("as_of"))
+        result = anomalies_detect(
+            tenant=self.get_tenant(), as_of=data.get("as_of"), dry_run=data["dry_run"]
+        )
         return Response(DetectionResultSerializer(result).data)
 
     @extend_schema(request=AcknowledgeInputSerializer, responses=AnomalySerializer)

@@ -51,9 +51,9 @@ class AnomalySerializer(serializers.ModelSerializer):
     budget_id = serializers.IntegerField(read_only=True, allow_null=True)
     detected_at = AwareDateTimeField(read_only=True)
     last_detected_at = AwareDateTimeField(read_only=True)
-    acknowledged_at = AwareDateTimeField(read_only=True)
-    resolved_at = AwareDateTimeField(read_only=True)
-    feedback_at = AwareDateTimeField(read_only=True)
+    acknowledged_at = AwareDateTimeField(read_only=True, allow_null=True)
+    resolved_at = AwareDateTimeField(read_only=True, allow_null=True)
+    feedback_at = AwareDateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = Anomaly
@@ -95,6 +95,8 @@ class AnomalyFilterSerializer(serializers.Serializer):
 
 class DetectInputSerializer(StrictSerializer):
     as_of = serializers.DateField(required=False, allow_null=True)
+    # Compute everything and write nothing: the answer says what a real run would raise.
+    dry_run = serializers.BooleanField(required=False, default=False)
 
     def validate_as_of(self, value):
         if value is not None and value > timezone.now().date():
@@ -117,10 +119,3 @@ class ResolveInputSerializer(StrictSerializer):
 
 class FeedbackInputSerializer(StrictSerializer):
     label = serializers.ChoiceField(choices=FeedbackLabel.values)
-
-
-class DetectionResultSerializer(serializers.Serializer):
-    detected = serializers.IntegerField()
-    created = serializers.IntegerField()
-    updated = serializers.IntegerField()
-    anomalies = AnomalySerializer(many=True)

@@ -4,9 +4,16 @@ Each API module of the app owns its routes through a `register(router) -> list[p
 function; this module only lists them.
 """
 
-from analytics.api import anomalies, snapshots, statistics, views
+from analytics.api import (
+    anomalies,
+    detection_settings,
+    incidents,
+    snapshots,
+    statistics,
+    views,
+)
 
-MODULES = (views, statistics, snapshots, anomalies)
+MODULES = (views, statistics, snapshots, anomalies, incidents, detection_settings)
 
 
 def register(router) -> list:

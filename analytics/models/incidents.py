@@ -93,6 +93,11 @@ class Incident(models.Model):
         return label if self.entity_id is None else f"{label} {self.entity_id}"
 
 
+def validate_positive(value) -> None:
+    if value is None or value <= 0:
+        raise ValidationError("Must be greater than 0.")
+
+
 class PlannedActivity(models.Model):
     """Spend the tenant expects: inside the window, expected values are scaled by the factor."""
 
@@ -104,9 +109,7 @@ class PlannedActivity(models.Model):
         max_length=8, choices=EntityType.choices, default=EntityType.TENANT
     )
     entity_id = models.CharField(max_length=128, null=True, blank=True)
-    expected_factor = models.FloatField(
-        validators=[MinValueValidator(0.01), MaxValueValidator(1000)]
-    )
+    expected_factor = models.FloatField(validators=[validate_positive, MaxValueValidator(1000)])
     note = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True, default="")
@@ -178,6 +181,11 @@ class DetectionSettings(models.Model):
     )
     outlier_min_impact_pct = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0)]
+    )
+    # % of the tenant's expected spend a user's, feature's or model's change must add to be
+    # an incident of its own.
+    entity_min_tenant_pct = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
     )
     z_threshold = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0.5), MaxValueValidator(20)]

@@ -43,6 +43,7 @@ class EffectiveSettings:
     drift_min_impact_pct: float
     outlier_min_impact_cents: float
     outlier_min_impact_pct: float
+    entity_min_tenant_pct: float
     z_threshold: float
     min_history_days: int
     monitored_dimensions: tuple[str, ...]
@@ -223,6 +224,14 @@ class DetectionContext:
             )
             self._models[key] = expectation.fit(history, last_day=before - timedelta(days=1))
         return self._models[key]
+
+    def monitored_entities(self) -> int:
+        """How many users, features and models of the tenant detection watches."""
+        return sum(
+            1
+            for entity_type, _ in self.series().values
+            if entity_type != "tenant" and self.settings.monitors(entity_type)
+        )
 
     def history_days(self, scope: Scope, before: date) -> int:
         """Days from the scope's first spend in the read range to the day before `before`."""

@@ -66,6 +66,8 @@ KIND_PRIORITY = {
     IncidentKind.OUTLIER: 1,
     IncidentKind.BUDGET: 0,
 }
+# An entity's own incident also needs the tenant's total up by at least one noise spread.
+ENTITY_TENANT_Z = 1.0
 SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # One transaction-scoped advisory lock per tenant (classid, tenant id): detection runs for
 # the same tenant queue up, so two of them never open the same incident twice.
@@ -142,13 +144,35 @@ def anomaly_verdict(anomaly: Anomaly, context: DetectionContext) -> Verdict:
         return verdict
     verdict.judgement = judgement
     min_cents, min_pct = settings.floors(kind)
+    z_threshold = settings.z_threshold
+    if scope != TENANT:
+        z_threshold = expectation.entity_z_threshold(z_threshold, context.monitored_entities())
     if judgement is None:
         verdict.reason = "no expectation"
-    elif judgement.passes(min_cents=min_cents, min_pct=min_pct, z_threshold=settings.z_threshold):
+    elif judgement.passes(min_cents=min_cents, min_pct=min_pct, z_threshold=z_threshold):
         verdict.material, verdict.reason = True, "material"
+        if scope != TENANT:
+            _require_tenant_effect(verdict, context)
     else:
-        verdict.reason = _why_not(judgement, min_cents, min_pct, settings.z_threshold)
+        verdict.reason = _why_not(judgement, min_cents, min_pct, z_threshold)
     return verdict
+
+
+def _require_tenant_effect(verdict: Verdict, context: DetectionContext) -> None:
+    """An entity's change must also move the tenant's bill to be an incident of its own."""
+    tenant = context.judge(TENANT, verdict.start, verdict.end)
+    if tenant is None or tenant.expected <= 0:
+        return
+    share = verdict.judgement.impact / tenant.expected * 100
+    minimum = context.settings.entity_min_tenant_pct
+    if share < minimum:
+        verdict.material = False
+        verdict.reason = f"adds {share:.1f}% to the tenant's spend, under the {minimum:g}% floor"
+    elif tenant.z_score < ENTITY_TENANT_Z:
+        # Spend that only moved between entities (one user busier, the others quieter)
+        # leaves the tenant's bill where it was.
+        verdict.material = False
+        verdict.reason = f"the tenant's total is within its noise (z {tenant.z_score:.2f})"
 
 
 def _why_not(judgement: WindowJudgement, min_cents: float, min_pct: float, z: float) -> str:
@@ -280,9 +304,25 @@ def _incident_open(*, tenant: Tenant, verdict: Verdict, now) -> Incident:
         impact_cents=0.0,
         opened_at=now,
         updated_at=now,
+        metadata={"opened_by": _verdict_summary(verdict)},
     )
     incident.save()
     return incident
+
+
+def _verdict_summary(verdict: Verdict) -> dict:
+    """Why an incident was opened: the anomaly and the gate's numbers, kept for operators."""
+    judgement = verdict.judgement
+    return {
+        "anomaly_id": verdict.anomaly.pk,
+        "anomaly_type": verdict.anomaly.anomaly_type,
+        "entity_type": verdict.scope[0],
+        "entity_id": verdict.scope[1],
+        "window": [verdict.start.isoformat(), verdict.end.isoformat()],
+        "impact_cents": round(judgement.impact, 2) if judgement else None,
+        "impact_pct": engine.finite_or_none(judgement.impact_pct or 0, 2) if judgement else None,
+        "z_score": engine.finite_or_none(judgement.z_score, 2) if judgement else None,
+    }
 
 
 def _follow(anomaly: Anomaly, incident: Incident) -> None:
@@ -353,6 +393,11 @@ def _refresh_cost_change(
     )
     incident.root_causes = _root_causes(scope, first, last, judgement.impact, context)
     incident.metadata = {
+        **(
+            {"opened_by": incident.metadata["opened_by"]}
+            if "opened_by" in incident.metadata
+            else {}
+        ),
         "z_score": engine.finite_or_none(judgement.z_score, 4),
         "tenant_impact_pct": engine.finite_or_none(tenant_judgement.impact_pct, 2)
         if tenant_judgement and tenant_judgement.impact_pct is not None
@@ -491,12 +536,17 @@ def incident_label(*, incident: Incident, actor: str, label: str) -> Incident:
 def incidents_acknowledge(*, incidents, actor: str) -> dict:
     """Bulk acknowledge: {acknowledged, unchanged, conflicts} (closed ones are conflicts)."""
     ids = list(incidents.values_list("pk", flat=True))
-    now = timezone.now()
-    acknowledged = Incident.objects.filter(pk__in=ids, status=AnomalyStatus.OPEN).update(
-        status=AnomalyStatus.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=actor
+    opened = list(
+        Incident.objects.select_for_update()
+        .filter(pk__in=ids, status=AnomalyStatus.OPEN)
+        .values_list("pk", flat=True)
+    )
+    acknowledged = Incident.objects.filter(pk__in=opened, status=AnomalyStatus.OPEN).update(
+        status=AnomalyStatus.ACKNOWLEDGED, acknowledged_at=timezone.now(), acknowledged_by=actor
     )
     conflicts = Incident.objects.filter(pk__in=ids, status__in=CLOSED_STATUSES).count()
-    anomalies_acknowledge(anomalies=Anomaly.objects.filter(incident_id__in=ids), actor=actor)
+    # Only the anomalies of incidents this call acknowledged follow them.
+    anomalies_acknowledge(anomalies=Anomaly.objects.filter(incident_id__in=opened), actor=actor)
     return {
         "acknowledged": acknowledged,
         "unchanged": len(ids) - acknowledged - conflicts,

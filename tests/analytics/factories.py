@@ -1,6 +1,7 @@
 """factory_boy factories for analytics models beyond the base ones in tests/factories.py."""
 
 from datetime import date, timedelta
+from decimal import Decimal
 
 import factory
 from django.utils import timezone
@@ -11,12 +12,15 @@ from analytics.models import (
     BreachHistory,
     CostSnapshot,
     EntityType,
+    Incident,
+    IncidentKind,
+    PlannedActivity,
     Severity,
     SnapshotAggregate,
     SnapshotStatus,
     SnapshotType,
 )
-from tests.factories import TenantFactory
+from tests.factories import CostRecordFactory, TenantFactory, utc
 
 
 class AnomalyFactory(factory.django.DjangoModelFactory):
@@ -40,6 +44,45 @@ class AnomalyFactory(factory.django.DjangoModelFactory):
     breach_count = 2
     detected_at = factory.LazyFunction(timezone.now)
     last_detected_at = factory.LazyAttribute(lambda o: o.detected_at)
+
+
+class IncidentFactory(factory.django.DjangoModelFactory):
+    """A two-day tenant spike; give member anomalies `incident=` to attach them."""
+
+    class Meta:
+        model = Incident
+
+    tenant = factory.SubFactory(TenantFactory)
+    kind = IncidentKind.SPIKE
+    severity = Severity.HIGH
+    entity_type = EntityType.TENANT
+    entity_id = None
+    # distinct windows keep a batch's ordering predictable
+    started_on = factory.Sequence(lambda n: date(2026, 1, 1) + timedelta(days=2 * n))
+    last_seen_on = factory.LazyAttribute(lambda o: o.started_on + timedelta(days=1))
+    expected_cents = 20000.0
+    actual_cents = 30000.0
+    impact_cents = factory.LazyAttribute(lambda o: o.actual_cents - o.expected_cents)
+    impact_pct = factory.LazyAttribute(lambda o: 100 * o.impact_cents / o.expected_cents)
+    title = factory.LazyAttribute(
+        lambda o: f"Spike: Tenant spent {o.impact_cents / 100:.2f} more than expected"
+    )
+    root_causes = factory.LazyFunction(list)
+    opened_at = factory.LazyFunction(timezone.now)
+    updated_at = factory.LazyAttribute(lambda o: o.opened_at)
+
+
+class PlannedActivityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlannedActivity
+
+    tenant = factory.SubFactory(TenantFactory)
+    starts_on = date(2026, 3, 1)
+    ends_on = date(2026, 3, 7)
+    entity_type = EntityType.TENANT
+    entity_id = None
+    expected_factor = 2.0
+    note = "launch week"
 
 
 class BreachHistoryFactory(factory.django.DjangoModelFactory):
@@ -88,3 +131,21 @@ class SnapshotAggregateFactory(factory.django.DjangoModelFactory):
         lambda o: float(o.total_cost_cents) / o.request_count
     )
     avg_tokens_per_request = 150.0
+
+
+def outlier_history(tenant, spike_day: date, *, days: int = 35, factor: float = 3.0) -> None:
+    """`days` of about 10,000 ¢ a day (deterministic ±1 % noise), then `factor`× on spike_day.
+
+    Detection as of the day after raises a STATISTICAL_OUTLIER and opens an outlier incident
+    for the tenant, with its model and user as root causes.
+    """
+    first = spike_day - timedelta(days=days)
+    for offset in range(days + 1):
+        day = first + timedelta(days=offset)
+        cents = 10000 * factor if day == spike_day else 10000 + (offset * 37) % 200 - 100
+        CostRecordFactory(
+            tenant=tenant,
+            created_at=utc(day.year, day.month, day.day, 9),
+            cost_cents=Decimal(str(cents)),
+            user_id="u1",
+        )

@@ -21,6 +21,7 @@ from analytics.models import (
     DetectionSettings,
     DriftTracking,
     EntityType,
+    Incident,
 )
 from analytics.services.anomalies import anomalies_detect, anomalies_detect_active_tenants
 from analytics.services.anomaly_lifecycle import anomaly_resolve
@@ -409,13 +410,13 @@ def test_statistical_outlier_within_the_noise_is_not_raised(tenant):
 
 
 def test_statistical_rule_needs_min_history_days(tenant):
-    # given 20 days of history: fewer than the default 28
-    statistical_history(tenant, 1600, days=20)
+    # given 24 days of history: fewer than the default 28
+    statistical_history(tenant, 1600, days=24)
 
     assert of_type(detect_day_after_e(tenant), AnomalyType.STATISTICAL_OUTLIER) == []
 
     # when the tenant lowers its minimum history, the next run judges the day
-    DetectionSettings.objects.create(tenant=tenant, min_history_days=14)
+    DetectionSettings.objects.create(tenant=tenant, min_history_days=21)
     assert of_type(detect_day_after_e(tenant), AnomalyType.STATISTICAL_OUTLIER) != []
 
 
@@ -721,6 +722,34 @@ def test_command_backtests_a_range_day_by_day(tenant, frozen):
         tenant=tenant, anomaly_type=AnomalyType.SUSTAINED_DRIFT, anomaly_date=D
     ).exists()
     assert DriftTracking.objects.get(tenant=tenant).drift_days_count == 3
+
+
+def test_command_dry_run_backtests_and_writes_nothing(tenant, frozen):
+    # given eight days of doubled spend
+    drift_history(tenant, 200)
+    out = StringIO()
+
+    # when the last three days are backtested as a dry run
+    call_command(
+        "detect_anomalies",
+        "--tenant",
+        "acme",
+        "--since",
+        days_before(2).isoformat(),
+        "--until",
+        D.isoformat(),
+        "--dry-run",
+        stdout=out,
+    )
+
+    # then the streak built up within the run and its incident is reported ...
+    text = out.getvalue()
+    assert "Incidents that would be open or updated: 1" in text
+    assert "Drift: Tenant spent $" in text
+    assert text.rstrip().endswith("Dry run: nothing was written.")
+    # ... and nothing was written
+    for model in (Anomaly, BreachHistory, DriftTracking, Incident):
+        assert not model.objects.exists(), model
 
 
 def test_command_single_day_for_all_tenants(tenant, frozen):

@@ -1,6 +1,7 @@
 from datetime import date, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
 from analytics.management.tenant_option import tenants_for_option
@@ -18,7 +19,9 @@ class Command(BaseCommand):
     help = (
         "Run anomaly detection for one or all active tenants, as of today, one day "
         "(--as-of) or every day of a range in order (--since/--until, a backtest: breach "
-        "streaks and drift tracking build up day by day as they would have live)."
+        "streaks and drift tracking build up day by day as they would have live). "
+        "With --dry-run the whole run is rolled back: it prints the incidents it would "
+        "have opened and writes nothing."
     )
 
     def add_arguments(self, parser):
@@ -26,15 +29,33 @@ class Command(BaseCommand):
         parser.add_argument("--as-of", metavar="DATE", help="detection day (default: today)")
         parser.add_argument("--since", metavar="DATE", help="first day of a backtest range")
         parser.add_argument("--until", metavar="DATE", help="last day of a backtest range")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="compute and report, write nothing"
+        )
 
-    def handle(self, *args, tenant=None, as_of=None, since=None, until=None, **options):
+    def handle(
+        self, *args, tenant=None, as_of=None, since=None, until=None, dry_run=False, **options
+    ):
         days = self._days(as_of=as_of, since=since, until=until)
         tenants = tenants_for_option(tenant)
         if not tenants:
             self.stdout.write("No active tenants.")
             return
+        self._incidents = {}
+        if not dry_run:
+            self._run(days, tenants)
+            return
+        # One transaction around the whole range, rolled back at the end: streaks and
+        # incidents build up day by day as they would live, and nothing stays written.
+        with transaction.atomic():
+            self._run(days, tenants)
+            self._report_incidents()
+            transaction.set_rollback(True)
+        self.stdout.write("Dry run: nothing was written.")
 
+    def _run(self, days, tenants) -> None:
         grand = {"succeeded": 0, "failed": 0, "detected": 0, "created": 0, "updated": 0}
+        grand["opened"] = 0
         for day in days:
             label = day.isoformat() if day else "today"
             self.stdout.write(f"Detecting anomalies as of {label} for {len(tenants)} tenant(s)…")
@@ -46,7 +67,7 @@ class Command(BaseCommand):
         summary = (
             f"Done: {len(days)} day(s), {grand['detected']} detected "
             f"({grand['created']} created, {grand['updated']} updated), "
-            f"{grand['failed']} tenant run(s) failed."
+            f"{grand['opened']} incident(s) opened, {grand['failed']} tenant run(s) failed."
         )
         if grand["failed"]:
             raise CommandError(summary)
@@ -56,10 +77,26 @@ class Command(BaseCommand):
         if error is not None:
             self.stderr.write(f"  {tenant.slug}: failed: {error}")
             return
+        for incident in result["incidents"]:
+            self._incidents[incident.pk] = incident
         self.stdout.write(
             f"  {tenant.slug}: {result['detected']} detected "
-            f"({result['created']} created, {result['updated']} updated)"
+            f"({result['created']} created, {result['updated']} updated), "
+            f"{result['opened']} incident(s) opened"
         )
+
+    def _report_incidents(self) -> None:
+        self.stdout.write(f"Incidents that would be open or updated: {len(self._incidents)}")
+        for incident in sorted(self._incidents.values(), key=lambda i: (i.started_on, i.pk)):
+            incident.refresh_from_db()
+            causes = ", ".join(
+                f"{cause['entity_type']} {cause['entity_id']} ({cause['share']:.0%})"
+                for cause in incident.root_causes[:3]
+            )
+            self.stdout.write(
+                f"  [{incident.severity}] {incident.title}"
+                + (f"; root causes: {causes}" if causes else "")
+            )
 
     def _days(self, *, as_of, since, until) -> list[date | None]:
         today = timezone.now().date()
