@@ -116,6 +116,9 @@ GROUP BY GROUPING SETS (
 # Children first: the foreign keys have no ON DELETE CASCADE in the database.
 _CLEANUP_TABLES = (
     "analytics_anomaly",
+    "analytics_incident",
+    "analytics_detectionsettings",
+    "analytics_plannedactivity",
     "analytics_breachhistory",
     "analytics_drifttracking",
     "analytics_budget",

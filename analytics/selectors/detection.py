@@ -11,51 +11,13 @@ from datetime import date, datetime
 
 from django.db import connection
 
-from analytics.models import Budget, EntityType, Tenant
+from analytics.models import Budget, Tenant
 
 
 def _fetch(sql: str, params) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
-
-
-# One scan of the tenant's last 28 days feeds both rules: per user, per feature and for the
-# tenant, the spike's baseline and today's spend; on the tenant row also the drift's
-# rolling week and baseline. The two EXISTS columns (InitPlans, run once) spare the drift
-# and budget rules a round trip for tenants that never drifted or have no active budget.
-_RECENT_SPEND_SQL = """
-SELECT CASE WHEN GROUPING(user_id) = 0 THEN 'user'
-            WHEN GROUPING(feature_tag) = 0 THEN 'feature'
-            ELSE 'tenant' END AS entity_type,
-       COALESCE(user_id, feature_tag) AS entity_id,
-       SUM(cost_cents) FILTER (WHERE created_at >= %(spike_start)s
-                                 AND created_at < %(spike_baseline_end)s)::float8,
-       COUNT(DISTINCT day) FILTER (WHERE created_at >= %(spike_start)s
-                                     AND created_at < %(spike_baseline_end)s),
-       SUM(cost_cents) FILTER (WHERE created_at >= %(today_start)s)::float8,
-       SUM(cost_cents) FILTER (WHERE created_at >= %(rolling_start)s)::float8,
-       SUM(cost_cents) FILTER (WHERE created_at < %(drift_baseline_end)s)::float8,
-       COUNT(DISTINCT day) FILTER (WHERE created_at < %(drift_baseline_end)s),
-       (SELECT EXISTS (
-            SELECT 1 FROM analytics_drifttracking
-            WHERE tenant_id = %(tenant_id)s AND entity_type = 'tenant' AND entity_id IS NULL
-       )),
-       (SELECT EXISTS (
-            SELECT 1 FROM analytics_budget WHERE tenant_id = %(tenant_id)s AND is_active
-       ))
-FROM (
-    SELECT user_id, feature_tag, cost_cents, created_at,
-           (created_at AT TIME ZONE 'UTC')::date AS day
-    FROM analytics_costrecord
-    WHERE tenant_id = %(tenant_id)s
-      AND created_at >= %(drift_baseline_start)s
-      AND created_at < %(until)s
-) records
-GROUP BY GROUPING SETS ((user_id), (feature_tag), ())
--- users, then features, then the tenant; ids in byte order
-ORDER BY GROUPING(user_id), GROUPING(feature_tag), COALESCE(user_id, feature_tag) COLLATE "C"
-"""
 
 
 @dataclass(frozen=True)
@@ -72,42 +34,6 @@ class RecentSpend:
     drift_baseline_days: int
     has_tracking: bool
     has_budgets: bool
-
-
-def recent_spend_by_entity(
-    *,
-    tenant: Tenant,
-    drift_baseline_start: datetime,
-    drift_baseline_end: datetime,
-    spike_start: datetime,
-    spike_baseline_end: datetime,
-    rolling_start: datetime,
-    today_start: datetime,
-    until: datetime,
-) -> list[RecentSpend]:
-    """Users, then features, then the tenant, each with its spend in every window.
-
-    Records from `drift_baseline_start` up to `until` are read; sums are None and day counts
-    0 for windows without records. Records without a user are not a user entity.
-    """
-    rows = _fetch(
-        _RECENT_SPEND_SQL,
-        {
-            "tenant_id": tenant.pk,
-            "drift_baseline_start": drift_baseline_start,
-            "drift_baseline_end": drift_baseline_end,
-            "spike_start": spike_start,
-            "spike_baseline_end": spike_baseline_end,
-            "rolling_start": rolling_start,
-            "today_start": today_start,
-            "until": until,
-        },
-    )
-    return [
-        RecentSpend(*row)
-        for row in rows
-        if row[0] == EntityType.TENANT or row[1] is not None  # no "NULL user" entity
-    ]
 
 
 # Breach days in the streak window of every breaching entity; the streak itself (gaps end

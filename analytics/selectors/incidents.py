@@ -5,12 +5,14 @@ the plans and the daily series, read once and lazily, with the fitted expectatio
 scope on demand.
 """
 
+import math
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Func, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
 
 from analytics.models import (
@@ -65,15 +67,76 @@ def detection_settings_defaults() -> dict:
 
 
 def detection_settings_effective(*, tenant: Tenant) -> EffectiveSettings:
+    stored = DetectionSettings.objects.filter(tenant=tenant).values(*SETTING_NAMES).first()
+    return _effective(stored)
+
+
+def _effective(stored: dict | None) -> EffectiveSettings:
+    """The project defaults overlaid with a tenant's stored (non-null) settings."""
     values = detection_settings_defaults()
-    stored = DetectionSettings.objects.filter(tenant=tenant).first()
-    if stored is not None:
-        for name in SETTING_NAMES:
-            value = getattr(stored, name)
-            if value is not None:
-                values[name] = value
+    for name, value in (stored or {}).items():
+        if name in values and value is not None:
+            values[name] = value
     values["monitored_dimensions"] = tuple(values["monitored_dimensions"])
     return EffectiveSettings(**{name: values[name] for name in SETTING_NAMES})
+
+
+# A tenant's stored settings and the plans overlapping a range of days, in one round trip:
+# detection reads both for every tenant on every run.
+_MONITORS_SQL = """
+SELECT CASE WHEN %(lock_class)s::int IS NOT NULL
+            THEN pg_advisory_xact_lock(%(lock_class)s::int, %(tenant_id)s) END,
+       (SELECT row_to_json(s) FROM analytics_detectionsettings s
+        WHERE s.tenant_id = %(tenant_id)s),
+       (SELECT json_agg(json_build_array(p.starts_on, p.ends_on, p.entity_type, p.entity_id,
+                                         p.expected_factor) ORDER BY p.id)
+        FROM analytics_plannedactivity p
+        WHERE p.tenant_id = %(tenant_id)s
+          AND p.starts_on <= %(last_day)s AND p.ends_on >= %(first_day)s),
+       EXISTS (SELECT 1 FROM analytics_drifttracking
+               WHERE tenant_id = %(tenant_id)s AND entity_type = 'tenant' AND entity_id IS NULL),
+       EXISTS (SELECT 1 FROM analytics_budget WHERE tenant_id = %(tenant_id)s AND is_active)
+"""
+
+
+@dataclass(frozen=True)
+class Monitors:
+    """What shapes one tenant's detection run, read in one round trip."""
+
+    settings: EffectiveSettings
+    plans: list[Plan]
+    has_drift_tracking: bool  # the drift rule has a streak row to update
+    has_budgets: bool  # the budget rules have something to judge
+
+
+def detection_monitors(
+    *, tenant: Tenant, first_day: date, last_day: date, lock_class: int | None = None
+) -> Monitors:
+    """The tenant's effective settings, plans overlapping first_day ... last_day and flags.
+
+    With `lock_class`, the same round trip first takes the transaction-scoped advisory lock
+    (lock_class, tenant id), which detection holds while it writes the tenant's incidents.
+    The reads share the statement's snapshot, taken before the lock: fine for settings,
+    plans and the two flags, which no concurrent detection run writes in a way that matters.
+    """
+    params = {
+        "tenant_id": tenant.pk,
+        "first_day": first_day,
+        "last_day": last_day,
+        "lock_class": lock_class,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_MONITORS_SQL, params)
+        _, stored, plans, has_drift_tracking, has_budgets = cursor.fetchone()
+    return Monitors(
+        settings=_effective(stored),
+        plans=[
+            Plan(date.fromisoformat(start), date.fromisoformat(end), kind, entity_id, factor)
+            for start, end, kind, entity_id, factor in plans or []
+        ],
+        has_drift_tracking=has_drift_tracking,
+        has_budgets=has_budgets,
+    )
 
 
 # --- Daily series -------------------------------------------------------------------------
@@ -88,7 +151,8 @@ WITH grouped AS (
                 ELSE 'tenant' END AS entity_type,
            COALESCE(user_id, feature_tag, model) AS entity_id,
            day,
-           SUM(cost_cents)::float8 AS cents
+           SUM(cost_cents)::float8 AS cents,
+           COUNT(*) AS records
     FROM (
         SELECT user_id, feature_tag, model, cost_cents,
                (created_at AT TIME ZONE 'UTC')::date AS day
@@ -99,7 +163,7 @@ WITH grouped AS (
     ) records
     GROUP BY GROUPING SETS ((day), (user_id, day), (feature_tag, day), (model, day))
 )
-SELECT entity_type, entity_id, array_agg(day), array_agg(cents)
+SELECT entity_type, entity_id, array_agg(day), array_agg(cents), array_agg(records)
 FROM grouped
 WHERE entity_type = 'tenant' OR entity_id IS NOT NULL
 GROUP BY entity_type, entity_id
@@ -113,6 +177,7 @@ class EntitySeries:
     first_day: date
     last_day: date
     values: dict[Scope, list[float]]
+    records: dict[Scope, list[int]]  # records per day: a day with records of 0 cents counts
 
     def of(self, scope: Scope) -> list[float]:
         return self.values.get(scope) or [0.0] * ((self.last_day - self.first_day).days + 1)
@@ -120,13 +185,21 @@ class EntitySeries:
     def between(self, scope: Scope, first: date, last: date) -> list[float]:
         """The values of days first ... last (days outside the fetched range read as 0)."""
         series = self.of(scope)
-        out = []
-        day = first
-        while day <= last:
-            index = (day - self.first_day).days
-            out.append(series[index] if 0 <= index < len(series) else 0.0)
-            day += timedelta(days=1)
-        return out
+        start = (first - self.first_day).days
+        stop = (last - self.first_day).days + 1
+        inside = series[max(start, 0) : max(min(stop, len(series)), 0)]
+        before = [0.0] * max(min(stop, 0) - start, 0)
+        after = [0.0] * max(stop - max(start, len(series)), 0)
+        return before + inside + after
+
+    def total(self, scope: Scope, first: date, last: date) -> float:
+        return math.fsum(self.between(scope, first, last))
+
+    def active_days(self, scope: Scope, first: date, last: date) -> int:
+        """Days of first ... last with at least one record of the scope."""
+        start = max((first - self.first_day).days, 0)
+        stop = (last - self.first_day).days + 1
+        return sum(1 for count in self.records.get(scope, ())[start:stop] if count)
 
     def first_active_day(self, scope: Scope) -> date | None:
         for index, value in enumerate(self.values.get(scope, ())):
@@ -135,33 +208,30 @@ class EntitySeries:
         return None
 
 
-def entity_daily_series(*, tenant_id: int, first_day: date, last_day: date) -> EntitySeries:
+def entity_daily_series(
+    *, tenant_id: int, first_day: date, last_day: date, until: datetime | None = None
+) -> EntitySeries:
+    """Daily spend and record counts of the tenant and its entities, first_day ... last_day.
+
+    Records from `until` on (the rest of a running day) are left out.
+    """
     start = datetime.combine(first_day, time.min, tzinfo=UTC)
     end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    end = min(end, until) if until else end
     length = (last_day - first_day).days + 1
     with connection.cursor() as cursor:
         cursor.execute(_ENTITY_SERIES_SQL, {"tenant_id": tenant_id, "start": start, "end": end})
         rows = cursor.fetchall()
     values: dict[Scope, list[float]] = {}
-    for entity_type, entity_id, days, cents in rows:
-        series = [0.0] * length
-        for day, amount in zip(days, cents, strict=True):
+    records: dict[Scope, list[int]] = {}
+    for entity_type, entity_id, days, cents, counts in rows:
+        series, per_day = [0.0] * length, [0] * length
+        for day, amount, count in zip(days, cents, counts, strict=True):
             series[(day - first_day).days] = amount
+            per_day[(day - first_day).days] = count
         values[(entity_type, entity_id)] = series
-    return EntitySeries(first_day, last_day, values)
-
-
-# --- Plans and feedback -------------------------------------------------------------------
-
-
-def plans_overlapping(*, tenant: Tenant, first_day: date, last_day: date) -> list[Plan]:
-    rows = PlannedActivity.objects.filter(
-        tenant=tenant, starts_on__lte=last_day, ends_on__gte=first_day
-    )
-    return [
-        Plan(row.starts_on, row.ends_on, row.entity_type, row.entity_id, row.expected_factor)
-        for row in rows
-    ]
+        records[(entity_type, entity_id)] = per_day
+    return EntitySeries(first_day, last_day, values, records)
 
 
 def false_alarms_since(*, tenant: Tenant, since: date) -> list[Incident]:
@@ -174,45 +244,92 @@ def false_alarms_since(*, tenant: Tenant, since: date) -> list[Incident]:
 
 
 def incidents_near(*, tenant: Tenant, first_day: date, last_day: date) -> list[Incident]:
-    """The tenant's incidents whose window touches [first_day, last_day], locked for update."""
-    return list(
-        Incident.objects.select_for_update()
+    """The tenant's incidents whose window touches [first_day, last_day], locked for update.
+
+    Each carries `member_scopes`: the (entity_type, entity_id) of its anomalies.
+    """
+    scopes = Anomaly.objects.filter(incident_id=OuterRef("pk")).values(
+        pair=Func(F("entity_type"), F("entity_id"), function="json_build_array")
+    )
+    incidents = list(
+        Incident.objects.select_for_update(of=("self",))
         .filter(tenant=tenant, started_on__lte=last_day, last_seen_on__gte=first_day)
+        .annotate(member_pairs=ArraySubquery(scopes))
         .order_by("started_on", "id")
     )
-
-
-# --- What detection knows about the tenant -------------------------------------------------
+    for incident in incidents:
+        incident.member_scopes = {tuple(pair) for pair in incident.member_pairs}
+    return incidents
 
 
 class DetectionContext:
     """Settings, plans and daily series of one tenant for one detection day, read lazily."""
 
-    def __init__(self, *, tenant: Tenant, as_of: date, settings: EffectiveSettings | None = None):
+    def __init__(
+        self,
+        *,
+        tenant: Tenant,
+        as_of: date,
+        until: datetime | None = None,
+        settings: EffectiveSettings | None = None,
+    ):
         self.tenant = tenant
         self.as_of = as_of
-        self.settings = settings or detection_settings_effective(tenant=tenant)
+        # The end of what has been spent: within day as_of for a live run, its end otherwise.
+        self.until = until or datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
+        self._settings = settings
         self._series: EntitySeries | None = None
-        self._plans: list[expectation.Plan] | None = None
+        self._monitors: Monitors | None = None
         self._models: dict[tuple[Scope, date], expectation.DailyModel | None] = {}
 
     def series(self, first_day: date | None = None) -> EntitySeries:
         first_day = min(first_day or self.as_of, self.as_of - timedelta(days=SERIES_DAYS))
         if self._series is None or first_day < self._series.first_day:
             self._series = entity_daily_series(
-                tenant_id=self.tenant.pk, first_day=first_day, last_day=self.as_of
+                tenant_id=self.tenant.pk,
+                first_day=first_day,
+                last_day=self.as_of,
+                until=self.until,
             )
         return self._series
 
     @property
-    def plans(self) -> list[expectation.Plan]:
-        if self._plans is None:
-            self._plans = plans_overlapping(
+    def monitors(self) -> Monitors:
+        if self._monitors is None:
+            self._monitors = detection_monitors(
                 tenant=self.tenant,
-                first_day=self.series().first_day,
+                first_day=self.as_of - timedelta(days=SERIES_DAYS + expectation.HISTORY_DAYS),
                 last_day=self.as_of,
             )
-        return self._plans
+        return self._monitors
+
+    @property
+    def settings(self) -> EffectiveSettings:
+        return self._settings or self.monitors.settings
+
+    @property
+    def plans(self) -> list[expectation.Plan]:
+        return self.monitors.plans
+
+    def lock(self, lock_class: int) -> None:
+        """Take the tenant's detection lock, reading the monitors on the way."""
+        self._monitors = detection_monitors(
+            tenant=self.tenant,
+            first_day=self.as_of - timedelta(days=SERIES_DAYS + expectation.HISTORY_DAYS),
+            last_day=self.as_of,
+            lock_class=lock_class,
+        )
+
+    def complete_day(self, last: date, first: date) -> date:
+        """`last`, or the day before it when `last` is today and still running.
+
+        An incident's numbers compare whole days: a day that has barely started would count
+        a full day's expected spend against a few hours of actual spend.
+        """
+        running = last == self.as_of and self.until < datetime.combine(
+            last + timedelta(days=1), time.min, tzinfo=UTC
+        )
+        return last - timedelta(days=1) if running and last > first else last
 
     def model(self, scope: Scope, before: date) -> expectation.DailyModel | None:
         """The scope's model fitted on the history that ends the day before `before`."""

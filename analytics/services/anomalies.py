@@ -23,7 +23,7 @@ from analytics.services.anomaly_rules import (
     sustained_drift_candidates,
 )
 from analytics.services.anomaly_upsert import anomaly_candidates_upsert
-from analytics.services.incidents import incidents_record, tenant_detection_lock
+from analytics.services.incidents import DETECTION_LOCK_CLASS, incidents_record
 from analytics.services.tenants import tenants_run_each
 
 
@@ -46,10 +46,11 @@ def anomalies_detect(*, tenant: Tenant, as_of: date | None = None, dry_run: bool
 
 
 def _detect(*, tenant: Tenant, as_of: date | None) -> dict:
-    tenant_detection_lock(tenant)
     clock = DetectionClock.at(as_of, timezone.now())
-    context = DetectionContext(tenant=tenant, as_of=clock.as_of)
-    spend = recent_spend(tenant=tenant, clock=clock)
+    context = DetectionContext(tenant=tenant, as_of=clock.as_of, until=clock.until)
+    # Runs for the same tenant queue up here, so two of them never open one incident twice.
+    context.lock(DETECTION_LOCK_CLASS)
+    spend = recent_spend(context=context, clock=clock)
     has_budgets = any(row.has_budgets for row in spend)
     candidates = [
         *absolute_spike_candidates(tenant=tenant, clock=clock, spend=spend),

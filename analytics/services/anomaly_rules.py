@@ -25,7 +25,6 @@ from analytics.selectors.budgets import (
 from analytics.selectors.detection import (
     RecentSpend,
     active_budgets_with_spend,
-    recent_spend_by_entity,
     spike_breach_days,
 )
 from analytics.selectors.incidents import TENANT, DetectionContext
@@ -60,18 +59,44 @@ def _execute(sql: str, params) -> None:
         cursor.execute(sql, params)
 
 
-def recent_spend(*, tenant: Tenant, clock: DetectionClock) -> list[RecentSpend]:
-    """The spend the spike and drift rules judge, per user, per feature and for the tenant."""
-    return recent_spend_by_entity(
-        tenant=tenant,
-        drift_baseline_start=clock.start_of(engine.DRIFT_BASELINE_FIRST_DAY),
-        drift_baseline_end=clock.start_of(engine.DRIFT_BASELINE_LAST_DAY - 1),
-        spike_start=clock.start_of(engine.SPIKE_LOOKBACK_DAYS),
-        spike_baseline_end=clock.start_of(1),  # days D - 14 ... D - 2
-        rolling_start=clock.start_of(engine.DRIFT_ROLLING_DAYS - 1),
-        today_start=clock.start_of(0),
-        until=clock.until,
-    )
+# The spike rule lists users, then features, then the tenant, each kind in byte order.
+_SPIKE_ORDER = {"user": 0, "feature": 1, "tenant": 2}
+
+
+def recent_spend(*, context: DetectionContext, clock: DetectionClock) -> list[RecentSpend]:
+    """The spend the spike and drift rules judge, per user, per feature and for the tenant.
+
+    Read from the run's daily series (spend up to T, and records per day), so the rules cost
+    no query of their own.
+    """
+    series = context.series()
+    day = clock.as_of
+
+    def back(days: int) -> date:
+        return day - timedelta(days=days)
+
+    rows = []
+    scopes = [scope for scope in series.values if scope[0] in _SPIKE_ORDER]
+    scopes.sort(key=lambda scope: (_SPIKE_ORDER[scope[0]], (scope[1] or "").encode()))
+    spike_first, spike_last = back(engine.SPIKE_LOOKBACK_DAYS), back(2)  # D - 14 ... D - 2
+    drift_first = back(engine.DRIFT_BASELINE_FIRST_DAY)
+    drift_last = back(engine.DRIFT_BASELINE_LAST_DAY)  # D - 28 ... D - 8
+    for scope in scopes:
+        rows.append(
+            RecentSpend(
+                entity_type=scope[0],
+                entity_id=scope[1],
+                spike_baseline_spend=series.total(scope, spike_first, spike_last),
+                spike_baseline_days=series.active_days(scope, spike_first, spike_last),
+                today_spend=series.total(scope, day, day),
+                rolling_spend=series.total(scope, back(engine.DRIFT_ROLLING_DAYS - 1), day),
+                drift_baseline_spend=series.total(scope, drift_first, drift_last),
+                drift_baseline_days=series.active_days(scope, drift_first, drift_last),
+                has_tracking=context.monitors.has_drift_tracking,
+                has_budgets=context.monitors.has_budgets,
+            )
+        )
+    return rows
 
 
 # Rule 1: absolute spikes ----------------------------------------------------------------

@@ -58,15 +58,29 @@ class DailyModel:
         return self.slope / self.level * 100 if self.level > 0 else 0.0
 
 
-def _weekday_ratios(values: Sequence[float], first_day: date) -> dict[int, dict[int, float]]:
+def _weekday_ratios(values: Sequence[float], first_weekday: int) -> dict[int, dict[int, float]]:
     """{weekday: {day index: the day's ratio to its centred 7-day mean}}."""
+    prefix = [0.0]
+    for value in values:
+        prefix.append(prefix[-1] + value)
     ratios: dict[int, dict[int, float]] = {}
     for index in range(3, len(values) - 3):
-        centred_mean = sum(values[index - 3 : index + 4]) / 7
+        centred_mean = (prefix[index + 4] - prefix[index - 3]) / 7
         if centred_mean > 0:
-            weekday = (first_day + timedelta(days=index)).weekday()
+            weekday = (first_weekday + index) % 7
             ratios.setdefault(weekday, {})[index] = values[index] / centred_mean
     return ratios
+
+
+def _median_without(ordered: Sequence[float], position: int) -> float:
+    """The median of `ordered` (sorted) once the element at `position` is left out."""
+    size = len(ordered) - 1
+
+    def at(rank: int) -> float:  # the rank-th element of what is left
+        return ordered[rank if rank < position else rank + 1]
+
+    middle = size // 2
+    return at(middle) if size % 2 else (at(middle - 1) + at(middle)) / 2
 
 
 def _normalised(factors: Sequence[float]) -> tuple[float, ...]:
@@ -107,14 +121,12 @@ def fit(history: Sequence[float], *, last_day: date) -> DailyModel | None:
     n = len(values)
     if n < MIN_FIT_DAYS:
         return None
-    first_day = last_day - timedelta(days=n - 1)
-    weekday_of = [(first_day + timedelta(days=i)).weekday() for i in range(n)]
-    ratios = _weekday_ratios(values, first_day) if n >= SEASONAL_MIN_DAYS else {}
+    first_weekday = (last_day - timedelta(days=n - 1)).weekday()
+    weekday_of = [(first_weekday + i) % 7 for i in range(n)]
+    ratios = _weekday_ratios(values, first_weekday) if n >= SEASONAL_MIN_DAYS else {}
     seasonal = len(ratios) == 7
-    if seasonal:
-        factors = _normalised([statistics.median(ratios[k].values()) for k in range(7)])
-    else:
-        factors = (1.0,) * 7
+    medians = [statistics.median(ratios[k].values()) for k in range(7)] if seasonal else [1.0] * 7
+    factors = _normalised(medians) if seasonal else (1.0,) * 7
     adjusted = [value / factors[weekday_of[i]] for i, value in enumerate(values)]
     slope = _weekly_slope(adjusted)
     recent = [adjusted[i] - slope * (i - (n - 1)) for i in range(max(0, n - LEVEL_DAYS), n)]
@@ -126,16 +138,19 @@ def fit(history: Sequence[float], *, last_day: date) -> DailyModel | None:
     # Residuals are taken against a weekday factor fitted without the day itself, so the
     # spread also carries the error of estimating the profile from a few weeks: it is the
     # error a forecast of a new day makes, not the smaller error of fitting known days.
-    mean_factor = 1.0
-    if seasonal:
-        mean_factor = sum(statistics.median(ratios[k].values()) for k in range(7)) / 7
+    day_factor = [factors[weekday_of[i]] for i in range(n)]
+    mean_factor = sum(medians) / 7
+    if seasonal and mean_factor > 0:
+        for by_day in ratios.values():
+            if len(by_day) < 2:
+                continue
+            ordered = sorted(by_day.values())
+            for index, ratio in by_day.items():
+                loo = _median_without(ordered, ordered.index(ratio))
+                day_factor[index] = max(loo / mean_factor, 0.05)
     residuals = []
     for i, value in enumerate(values):
-        factor = factors[weekday_of[i]]
-        others = [r for j, r in ratios.get(weekday_of[i], {}).items() if j != i]
-        if seasonal and i in ratios[weekday_of[i]] and others and mean_factor > 0:
-            factor = max(statistics.median(others) / mean_factor, 0.05)
-        fitted = max(level + slope * (i - (n - 1)), 0.0) * factor
+        fitted = max(level + slope * (i - (n - 1)), 0.0) * day_factor[i]
         if fitted > 0:
             residuals.append(value / fitted - 1)
         elif value > 0:
@@ -254,7 +269,7 @@ def planned_expected(
 
 # --- Root causes --------------------------------------------------------------------------
 
-ROOT_CAUSE_LIMIT = 5
+ROOT_CAUSE_LIMIT = 8
 ROOT_CAUSE_MIN_SHARE = 0.05
 # When a feature and the model it calls (or the user who calls it) carry the same increase,
 # the feature is the more actionable answer, then the user: a model is mostly a consequence.
@@ -276,8 +291,9 @@ class EntityChange:
 def rank_root_causes(changes: Sequence[EntityChange], *, total_increase: float) -> list[dict]:
     """The entities behind an increase, best explanation first.
 
-    share = the entity's increase / the scope's increase. Entities are ranked by their share
-    weighted by how much of the entity's own spend is new (delta / actual): a model that every
+    share = the entity's increase / the scope's increase (above 1 when others went down, as
+    the old model after a switch). Entities are ranked by their share weighted by how much
+    of the entity's own spend is new (delta / actual): a model that every
     feature uses carries the same increase as the one feature that grew, but only a small part
     of its spend is new, so the feature ranks first. Entities that did not grow, or explain
     less than 5 % of the increase, are left out.
@@ -291,7 +307,7 @@ def rank_root_causes(changes: Sequence[EntityChange], *, total_increase: float) 
         share = change.delta / total_increase
         if share < ROOT_CAUSE_MIN_SHARE:
             continue
-        score = min(share, 1.0) * (change.delta / change.actual)
+        score = share * (change.delta / change.actual)
         score *= DIMENSION_PREFERENCE.get(change.entity_type, 1.0)
         ranked.append((score, change, share))
     ranked.sort(key=lambda item: (-item[0], item[1].entity_type, item[1].entity_id))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from analytics import metrics
@@ -72,11 +72,6 @@ SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # One transaction-scoped advisory lock per tenant (classid, tenant id): detection runs for
 # the same tenant queue up, so two of them never open the same incident twice.
 DETECTION_LOCK_CLASS = 7010
-
-
-def tenant_detection_lock(tenant: Tenant) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [DETECTION_LOCK_CLASS, tenant.pk])
 
 
 # --- The gate -----------------------------------------------------------------------------
@@ -152,14 +147,21 @@ def anomaly_verdict(anomaly: Anomaly, context: DetectionContext) -> Verdict:
     elif judgement.passes(min_cents=min_cents, min_pct=min_pct, z_threshold=z_threshold):
         verdict.material, verdict.reason = True, "material"
         if scope != TENANT:
-            _require_tenant_effect(verdict, context)
+            _require_tenant_effect(verdict, context, z_threshold)
     else:
         verdict.reason = _why_not(judgement, min_cents, min_pct, z_threshold)
     return verdict
 
 
-def _require_tenant_effect(verdict: Verdict, context: DetectionContext) -> None:
-    """An entity's change must also move the tenant's bill to be an incident of its own."""
+def _require_tenant_effect(verdict: Verdict, context: DetectionContext, z_threshold: float) -> None:
+    """An entity's change must also move the tenant's bill to be an incident of its own.
+
+    It must add `entity_min_tenant_pct` of the tenant's expected spend and show in the tenant's
+    total (z >= 1): spend that only moved between entities (one user busier, the others
+    quieter) leaves the bill where it was. Overwhelming evidence of its own (z at least 1.5
+    times its threshold) needs only a tenant total that is not below expected, since a
+    noisy tenant can hide a real but smaller change.
+    """
     tenant = context.judge(TENANT, verdict.start, verdict.end)
     if tenant is None or tenant.expected <= 0:
         return
@@ -168,9 +170,9 @@ def _require_tenant_effect(verdict: Verdict, context: DetectionContext) -> None:
     if share < minimum:
         verdict.material = False
         verdict.reason = f"adds {share:.1f}% to the tenant's spend, under the {minimum:g}% floor"
-    elif tenant.z_score < ENTITY_TENANT_Z:
-        # Spend that only moved between entities (one user busier, the others quieter)
-        # leaves the tenant's bill where it was.
+    elif tenant.z_score < ENTITY_TENANT_Z and not (
+        tenant.z_score >= 0 and verdict.judgement.z_score >= 1.5 * z_threshold
+    ):
         verdict.material = False
         verdict.reason = f"the tenant's total is within its noise (z {tenant.z_score:.2f})"
 
@@ -222,6 +224,55 @@ def _touches(incident: Incident, verdict: Verdict) -> bool:
     ) and verdict.end >= incident.started_on - timedelta(days=1)
 
 
+def _cause_scopes(incidents: Sequence[Incident]) -> dict[int, set[Scope]]:
+    """Per incident, the scopes it already speaks for: its own, its root causes, its members."""
+    return {
+        incident.pk: {(incident.entity_type, incident.entity_id)}
+        | {(c["entity_type"], c["entity_id"]) for c in incident.root_causes}
+        | getattr(incident, "member_scopes", set())
+        for incident in incidents
+    }
+
+
+def _incident_for(
+    verdict: Verdict,
+    nearby: Sequence[Incident],
+    causes: dict[int, set[Scope]],
+    opened: Sequence[Incident],
+    context: DetectionContext,
+) -> Incident | None:
+    """The incident an anomaly belongs to, if any.
+
+    An anomaly that already belongs to one stays there. Otherwise it joins an incident of
+    its family whose window it overlaps or touches and that already speaks for its cause:
+    an entity must be a member or a root cause of it, a tenant-level change must have its
+    main root cause there; anything joins an incident this run opened. A material change
+    beside an unrelated incident (a runaway user during a drift) is an incident of its own.
+    """
+    for incident in nearby:
+        if incident.pk == verdict.anomaly.incident_id:
+            return incident
+    opened_now = {incident.pk for incident in opened}
+    cause = verdict.scope
+    for incident in nearby:
+        if _family_of(incident) != verdict.family or not _touches(incident, verdict):
+            continue
+        if verdict.family != ("cost",) or incident.pk in opened_now:
+            return incident
+        if cause == TENANT and verdict.material:
+            cause = _main_cause(verdict, context) or TENANT
+        if cause == TENANT or cause in causes.get(incident.pk, ()):
+            return incident
+    return None
+
+
+def _main_cause(verdict: Verdict, context: DetectionContext) -> Scope | None:
+    """The entity that explains a tenant-level change best, over the change's own days."""
+    increase = verdict.judgement.impact if verdict.judgement else None
+    ranked = _root_causes(None, verdict.start, verdict.end, increase, context)
+    return (ranked[0]["entity_type"], ranked[0]["entity_id"]) if ranked else None
+
+
 def _family_of(incident: Incident) -> tuple:
     return ("budget", incident.budget_id) if incident.kind == IncidentKind.BUDGET else ("cost",)
 
@@ -245,12 +296,11 @@ def incidents_record(
     nearby = incidents_near(tenant=tenant, first_day=first, last_day=last)
     false_alarms = None
     touched: dict[int, Incident] = {}
-    members: dict[int, list[Verdict]] = {}
+    joined: dict[int, list[Anomaly]] = {}  # incident id -> anomalies that join it now
     now = timezone.now()
+    causes = _cause_scopes(nearby)
     for verdict in verdicts:
-        target = next(
-            (i for i in nearby if _family_of(i) == verdict.family and _touches(i, verdict)), None
-        )
+        target = _incident_for(verdict, nearby, causes, outcome.opened, context)
         if target is None and verdict.material:
             if false_alarms is None:
                 since = context.as_of - timedelta(days=context.settings.suppression_days + 62)
@@ -266,15 +316,18 @@ def incidents_record(
         if target is None:
             continue
         touched[target.pk] = target
-        members.setdefault(target.pk, []).append(verdict)
+        causes.setdefault(target.pk, set()).add(verdict.scope)
         if verdict.anomaly.incident_id != target.pk:
             verdict.anomaly.incident_id = target.pk
-            Anomaly.objects.filter(pk=verdict.anomaly.pk).update(incident=target)
-            # A closed incident takes new evidence but stays closed; the evidence follows it.
-            if target.status != verdict.anomaly.status and target.pk not in {
-                i.pk for i in outcome.opened
-            }:
-                _follow(verdict.anomaly, target)
+            joined.setdefault(target.pk, []).append(verdict.anomaly)
+
+    opened_ids = {incident.pk for incident in outcome.opened}
+    for incident_id, new_members in joined.items():
+        incident = touched[incident_id]
+        Anomaly.objects.filter(pk__in=[a.pk for a in new_members]).update(incident=incident)
+        if incident_id not in opened_ids:
+            # A closed (or acknowledged) incident takes new evidence in its own state.
+            _follow([a for a in new_members if a.status != incident.status], incident)
 
     for incident in sorted(touched.values(), key=lambda i: i.pk):
         before = incident.severity
@@ -325,8 +378,10 @@ def _verdict_summary(verdict: Verdict) -> dict:
     }
 
 
-def _follow(anomaly: Anomaly, incident: Incident) -> None:
-    """Give an anomaly the lifecycle state of the incident it joined."""
+def _follow(anomalies: Sequence[Anomaly], incident: Incident) -> None:
+    """Give anomalies the lifecycle state of the incident they joined."""
+    if not anomalies:
+        return
     fields = {
         "status": incident.status,
         "acknowledged_at": incident.acknowledged_at,
@@ -335,9 +390,10 @@ def _follow(anomaly: Anomaly, incident: Incident) -> None:
         "resolved_by": incident.resolved_by,
         "resolution_notes": incident.resolution_notes,
     }
-    Anomaly.objects.filter(pk=anomaly.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(anomaly, name, value)
+    Anomaly.objects.filter(pk__in=[a.pk for a in anomalies]).update(**fields)
+    for anomaly in anomalies:
+        for name, value in fields.items():
+            setattr(anomaly, name, value)
 
 
 # --- Refresh ------------------------------------------------------------------------------
@@ -356,7 +412,8 @@ def _incident_refresh(*, incident: Incident, context: DetectionContext, now) -> 
     else:
         _refresh_cost_change(incident, member_rows, context)
     incident.updated_at = now
-    incident.full_clean(exclude=["tenant", "budget"])
+    # The window check constraint is the table's; validating it here would cost a query.
+    incident.full_clean(exclude=["tenant", "budget"], validate_constraints=False)
     incident.save()
 
 
@@ -370,11 +427,18 @@ def _refresh_cost_change(
         if a.entity_type == EntityType.TENANT and a.anomaly_type in KIND_OF
     ]
     incident.kind = max(tenant_kinds or kinds, key=KIND_PRIORITY.__getitem__)
+    first = incident.started_on
+    last = context.complete_day(incident.last_seen_on, first)
     entities = {(a.entity_type, a.entity_id) for a in member_rows}
-    scope = next(iter(entities)) if len(entities) == 1 else TENANT
+    if TENANT in entities:
+        # The tenant changed: every user, feature and model competes to explain it.
+        scope, causes = TENANT, None
+    else:
+        # Only entities changed: the one that explains its change best is the incident's
+        # scope, and the causes are ranked among the incident's own entities.
+        causes = _root_causes(sorted(entities, key=str), first, last, None, context)
+        scope = (causes[0]["entity_type"], causes[0]["entity_id"]) if causes else min(entities)
     incident.entity_type, incident.entity_id = scope
-
-    first, last = incident.started_on, incident.last_seen_on
     judgement = context.judge(scope, first, last)
     tenant_judgement = judgement if scope == TENANT else context.judge(TENANT, first, last)
     if judgement is None:  # too little history: the members' own numbers
@@ -391,7 +455,9 @@ def _refresh_cost_change(
         impact_cents=judgement.impact,
         min_impact_cents=min_cents,
     )
-    incident.root_causes = _root_causes(scope, first, last, judgement.impact, context)
+    if causes is None:
+        causes = _root_causes(None, first, last, judgement.impact, context)
+    incident.root_causes = causes
     incident.metadata = {
         **(
             {"opened_by": incident.metadata["opened_by"]}
@@ -428,7 +494,10 @@ def _refresh_budget(incident: Incident, member_rows: list[Anomaly], context: Det
     scope = (latest.entity_type, latest.entity_id)
     judgement = context.judge(scope, period_start, latest.anomaly_date)
     increase = judgement.impact if judgement else 0.0
-    incident.root_causes = _root_causes(scope, period_start, latest.anomaly_date, increase, context)
+    candidates = None if scope == TENANT else [scope]
+    incident.root_causes = _root_causes(
+        candidates, period_start, latest.anomaly_date, increase, context
+    )
     incident.metadata = {"budget_period": latest.budget_period, "usage_pct": latest.deviation_pct}
     incident.title = latest.message[:300]
 
@@ -443,29 +512,30 @@ def _set_numbers(incident: Incident, judgement: WindowJudgement) -> None:
 
 
 def _root_causes(
-    scope: Scope, first: date, last: date, increase: float, context: DetectionContext
+    candidates: Sequence[Scope] | None,
+    first: date,
+    last: date,
+    increase: float | None,
+    context: DetectionContext,
 ) -> list[dict]:
-    """Entities ranked by the share of the scope's increase they carry.
+    """Entities ranked by the share of the increase they carry over the days first ... last.
 
-    For the tenant every user, feature and model competes; for one entity's incident the
-    entity itself is the cause.
+    `candidates` None lets every user, feature and model of the tenant compete for the
+    tenant's `increase`; otherwise only the given scopes compete, for the largest increase
+    among them when `increase` is None.
     """
     series = context.series(first - timedelta(days=expectation.HISTORY_DAYS))
-    if scope != TENANT:
-        actual = sum(series.between(scope, first, last))
-        expected = sum(context.expected(scope, first, last, before=first))
-        change = expectation.EntityChange(scope[0], scope[1], expected, actual)
-        return expectation.rank_root_causes([change], total_increase=max(change.delta, 0.0))
+    if candidates is None:
+        candidates = [scope for scope in series.values if scope[0] in DIMENSIONS]
     changes = []
-    for entity_type, entity_id in series.values:
-        if entity_type not in DIMENSIONS:
-            continue
-        entity = (entity_type, entity_id)
-        actual = sum(series.between(entity, first, last))
+    for scope in candidates:
+        actual = sum(series.between(scope, first, last))
         if actual <= 0:
             continue
-        expected = sum(context.expected(entity, first, last, before=first))
-        changes.append(expectation.EntityChange(entity_type, entity_id, expected, actual))
+        expected = sum(context.expected(scope, first, last, before=first))
+        changes.append(expectation.EntityChange(scope[0], scope[1], expected, actual))
+    if increase is None:
+        increase = max((change.delta for change in changes), default=0.0)
     return expectation.rank_root_causes(changes, total_increase=increase)
 
 

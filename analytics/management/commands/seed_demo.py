@@ -11,6 +11,8 @@ from analytics.services.demo import DAYS, demo_seed
 from analytics.services.evaluation import snapshot_evaluate
 from analytics.services.snapshots import baseline_compute, snapshot_compute
 
+DETECTION_DAYS = 14
+
 
 class Command(BaseCommand):
     help = (
@@ -70,13 +72,14 @@ class Command(BaseCommand):
         for window in (7, 30):
             baseline_compute(tenant=tenant, window_days=window, as_of=today.date())
 
-        # Detection day by day over the last three days, so breach streaks (two days) and the
-        # drift streak (three days) build up as they would have with the hourly job running.
-        detected = 0
-        for days_back in range(2, -1, -1):
+        # Detection day by day over the last two weeks, as the hourly job would have run it:
+        # breach and drift streaks build up, and each incident opens on the day it showed.
+        detected = opened = 0
+        for days_back in range(DETECTION_DAYS - 1, -1, -1):
             as_of = (today - timedelta(days=days_back)).date()
-            detected = anomalies_detect(tenant=tenant, as_of=as_of)["detected"]
-        self._progress(f"anomalies detected today: {detected}")
+            result = anomalies_detect(tenant=tenant, as_of=as_of)
+            detected, opened = result["detected"], opened + result["opened"]
+        self._progress(f"anomalies detected today: {detected}; incidents opened: {opened}")
 
         # feedback and predictions sit above analytics in the import graph, so they are
         # reached through their commands.
