@@ -10,9 +10,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
-from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
-from django.db.models import F, Func, OuterRef, Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from analytics.models import (
@@ -243,20 +242,27 @@ def false_alarms_since(*, tenant: Tenant, since: date) -> list[Incident]:
     )
 
 
+# The incidents whose window touches a range of days, each with the (entity_type, entity_id)
+# of its anomalies, locked for update: one statement for the grouping step.
+_INCIDENTS_NEAR_SQL = """
+SELECT i.*,
+       ARRAY(SELECT json_build_array(a.entity_type, a.entity_id)
+             FROM analytics_anomaly a WHERE a.incident_id = i.id) AS member_pairs
+FROM analytics_incident i
+WHERE i.tenant_id = %(tenant_id)s
+  AND i.started_on <= %(last_day)s AND i.last_seen_on >= %(first_day)s
+ORDER BY i.started_on, i.id
+FOR UPDATE OF i
+"""
+
+
 def incidents_near(*, tenant: Tenant, first_day: date, last_day: date) -> list[Incident]:
     """The tenant's incidents whose window touches [first_day, last_day], locked for update.
 
     Each carries `member_scopes`: the (entity_type, entity_id) of its anomalies.
     """
-    scopes = Anomaly.objects.filter(incident_id=OuterRef("pk")).values(
-        pair=Func(F("entity_type"), F("entity_id"), function="json_build_array")
-    )
-    incidents = list(
-        Incident.objects.select_for_update(of=("self",))
-        .filter(tenant=tenant, started_on__lte=last_day, last_seen_on__gte=first_day)
-        .annotate(member_pairs=ArraySubquery(scopes))
-        .order_by("started_on", "id")
-    )
+    params = {"tenant_id": tenant.pk, "first_day": first_day, "last_day": last_day}
+    incidents = list(Incident.objects.raw(_INCIDENTS_NEAR_SQL, params))
     for incident in incidents:
         incident.member_scopes = {tuple(pair) for pair in incident.member_pairs}
     return incidents

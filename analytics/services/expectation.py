@@ -269,7 +269,7 @@ def planned_expected(
 
 # --- Root causes --------------------------------------------------------------------------
 
-ROOT_CAUSE_LIMIT = 8
+ROOT_CAUSE_LIMIT = 25  # every entity with a material share; grouping reads them all
 ROOT_CAUSE_MIN_SHARE = 0.05
 # When a feature and the model it calls (or the user who calls it) carry the same increase,
 # the feature is the more actionable answer, then the user: a model is mostly a consequence.

@@ -401,7 +401,7 @@ def _follow(anomalies: Sequence[Anomaly], incident: Incident) -> None:
 
 def _incident_refresh(*, incident: Incident, context: DetectionContext, now) -> None:
     """Recompute window, kind, scope, numbers, severity, root causes and title from members."""
-    member_rows = list(incident.anomalies.all())
+    member_rows = list(incident.anomalies.order_by())
     if not member_rows:
         return
     windows = [anomaly_window(a) for a in member_rows]
@@ -524,13 +524,18 @@ def _root_causes(
     tenant's `increase`; otherwise only the given scopes compete, for the largest increase
     among them when `increase` is None.
     """
+    if increase is not None and increase <= 0:
+        return []
     series = context.series(first - timedelta(days=expectation.HISTORY_DAYS))
     if candidates is None:
         candidates = [scope for scope in series.values if scope[0] in DIMENSIONS]
+    # An entity's increase is at most its spend: one that spent less than the smallest share
+    # listed cannot be listed, and needs no model.
+    least = expectation.ROOT_CAUSE_MIN_SHARE * increase if increase is not None else 0.0
     changes = []
     for scope in candidates:
-        actual = sum(series.between(scope, first, last))
-        if actual <= 0:
+        actual = series.total(scope, first, last)
+        if actual <= 0 or actual < least:
             continue
         expected = sum(context.expected(scope, first, last, before=first))
         changes.append(expectation.EntityChange(scope[0], scope[1], expected, actual))
