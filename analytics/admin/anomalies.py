@@ -8,18 +8,15 @@ read-only.
 
 import json
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
-from analytics.api.errors import Conflict
+from analytics.admin.triage import CloseLink, CloseNotesForm, DetailTriageMixin, request_actor
 from analytics.models import (
     Anomaly,
     AnomalyEvaluation,
@@ -40,7 +37,6 @@ from analytics.services.anomaly_lifecycle import (
 )
 
 CLOSE_TEMPLATE = "admin/analytics/anomaly/close_selected.html"
-RESOLVE_ONE_TEMPLATE = "admin/analytics/anomaly/resolve.html"
 SERIES_DAYS = 14
 SEVERITY_COLOURS = {
     Severity.LOW: "#5b8a72",
@@ -54,10 +50,6 @@ STATUS_COLOURS = {
     AnomalyStatus.RESOLVED: "#5b8a72",
     AnomalyStatus.DISMISSED: "#777777",
 }
-
-
-def request_actor(request) -> str:
-    return f"user:{request.user.get_username()}"
 
 
 # --- Action bodies (tests call these directly) -------------------------------------------
@@ -92,28 +84,7 @@ def label_anomalies(request, queryset: QuerySet[Anomaly], *, label: str) -> tupl
     return counts, f"{counts['labelled']} anomaly(ies) labelled {label}."
 
 
-# --- Forms and filters -------------------------------------------------------------------
-
-
-class CloseNotesForm(forms.Form):
-    notes = forms.CharField(
-        required=False,
-        max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
-        help_text="Stored as the resolution notes of every selected anomaly (up to 2000 chars).",
-    )
-
-
-class ResolveOneForm(CloseNotesForm):
-    resolution = forms.ChoiceField(
-        choices=[
-            (AnomalyStatus.RESOLVED.value, "Resolved: a real problem, now handled"),
-            (AnomalyStatus.DISMISSED.value, "Dismissed: not worth acting on"),
-        ],
-        initial=AnomalyStatus.RESOLVED.value,
-        widget=forms.RadioSelect,
-    )
-    field_order = ["resolution", "notes"]
+# --- Filters -----------------------------------------------------------------------------
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
@@ -202,8 +173,10 @@ def daily_cost_chart(series, anomaly_day, width: int = 560, height: int = 120) -
 
 
 @admin.register(Anomaly)
-class AnomalyAdmin(admin.ModelAdmin):
+class AnomalyAdmin(DetailTriageMixin, admin.ModelAdmin):
     console_position = 1  # right after incidents: the raw evidence behind them
+    close_links = (CloseLink("resolve", "Resolve or dismiss…"),)
+    notes_help_text = "Stored as the anomaly's resolution notes (up to 2000 chars)."
     list_display = (
         "detected_at",
         "tenant",
@@ -410,22 +383,6 @@ class AnomalyAdmin(admin.ModelAdmin):
 
     # --- detail page ---
 
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/acknowledge/",
-                wrap(self.acknowledge_view),
-                name="analytics_anomaly_acknowledge",
-            ),
-            path(
-                "<path:object_id>/resolve/",
-                wrap(self.resolve_view),
-                name="analytics_anomaly_resolve",
-            ),
-            *super().get_urls(),
-        ]
-
     def change_view(self, request, object_id, form_url="", extra_context=None):
         anomaly = self.get_object(request, object_id)
         extra_context = extra_context or {}
@@ -440,61 +397,18 @@ class AnomalyAdmin(admin.ModelAdmin):
                 contributors=[
                     {**row, "share_pct": row["share"] * 100} for row in anomaly.contributors
                 ],
-                can_triage=self.has_triage_permission(request),
-                is_closed=anomaly.status in (AnomalyStatus.RESOLVED, AnomalyStatus.DISMISSED),
                 difference=anomaly.current_value_cents - anomaly.expected_value_cents,
             )
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def _detail_url(self, anomaly) -> str:
-        return reverse("admin:analytics_anomaly_change", args=[anomaly.pk])
+    def triage_acknowledge(self, obj, *, actor):
+        return anomaly_acknowledge(anomaly=obj, actor=actor)
 
-    def acknowledge_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseRedirect(reverse("admin:analytics_anomaly_change", args=[object_id]))
-        anomaly = self._checked_target(request, object_id)
-        try:
-            anomaly_acknowledge(anomaly=anomaly, actor=request_actor(request))
-        except Conflict as exc:
-            self.message_user(request, str(exc.detail), messages.ERROR)
-        else:
-            self.message_user(request, f"Anomaly {anomaly.pk} acknowledged.", messages.SUCCESS)
-        return HttpResponseRedirect(self._detail_url(anomaly))
+    def triage_resolve(self, obj, *, actor, resolution, notes):
+        return anomaly_resolve(anomaly=obj, actor=actor, resolution=resolution, notes=notes)
 
-    def resolve_view(self, request, object_id):
-        anomaly = self._checked_target(request, object_id)
-        form = ResolveOneForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                anomaly_resolve(
-                    anomaly=anomaly,
-                    actor=request_actor(request),
-                    resolution=form.cleaned_data["resolution"],
-                    notes=form.cleaned_data["notes"],
-                )
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.ERROR)
-            else:
-                self.message_user(
-                    request, f"Anomaly {anomaly.pk} {anomaly.status}.", messages.SUCCESS
-                )
-            return HttpResponseRedirect(self._detail_url(anomaly))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Resolve or dismiss: {anomaly}",
-            "opts": self.model._meta,
-            "original": anomaly,
-            "form": form,
-        }
-        return TemplateResponse(request, RESOLVE_ONE_TEMPLATE, context)
-
-    def _checked_target(self, request, object_id) -> Anomaly:
-        if not self.has_triage_permission(request):
-            raise PermissionDenied
-        anomaly = self.get_object(request, object_id)
-        if anomaly is None:
-            raise Http404(f"Anomaly {object_id!r} does not exist.")
-        return anomaly
+    def triage_description(self, obj) -> str:
+        return obj.message
 
 
 # --- Read-only detection output ----------------------------------------------------------

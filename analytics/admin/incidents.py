@@ -1,8 +1,9 @@
 """The operator's first screen: incidents, each with the evidence and raw anomalies behind it.
 
-An incident is read-only here; operators triage it with the bulk actions, which call the
-incident lifecycle services (the same as the API), so its member anomalies move with it and
-a closed incident is never reopened. Money is stored in cents and shown in dollars.
+An incident's fields are read-only here; operators triage it with the bulk actions or the
+buttons of its detail page, which call the incident lifecycle services (the same as the API),
+so its member anomalies move with it and a closed incident is never reopened. Money is stored
+in cents and shown in dollars.
 """
 
 import json
@@ -19,15 +20,21 @@ from django.utils.html import format_html
 from analytics.admin.anomalies import (
     SEVERITY_COLOURS,
     STATUS_COLOURS,
-    CloseNotesForm,
     NeedsAttentionFilter,
     badge,
-    request_actor,
 )
+from analytics.admin.triage import CloseLink, CloseNotesForm, DetailTriageMixin, request_actor
 from analytics.models import AnomalyStatus, FeedbackLabel, Incident
 from analytics.money import dollars
 from analytics.selectors.incidents import IncidentDay, incident_daily_series
-from analytics.services.incidents import incidents_acknowledge, incidents_label, incidents_resolve
+from analytics.services.incidents import (
+    incident_acknowledge,
+    incident_label,
+    incident_resolve,
+    incidents_acknowledge,
+    incidents_label,
+    incidents_resolve,
+)
 
 ACTION_FORM_TEMPLATE = "admin/action_form.html"
 DAYS_BEFORE = 14
@@ -200,8 +207,20 @@ def raw_anomalies_url(incident: Incident) -> str:
 
 
 @admin.register(Incident)
-class IncidentAdmin(admin.ModelAdmin):
+class IncidentAdmin(DetailTriageMixin, admin.ModelAdmin):
     console_position = 0  # the first entry of the app: what operators start from
+    close_links = (
+        CloseLink("resolve", "Resolve…", AnomalyStatus.RESOLVED),
+        CloseLink("dismiss", "Dismiss…", AnomalyStatus.DISMISSED),
+    )
+    label_buttons = (
+        (FeedbackLabel.YES, "Real incident"),
+        (FeedbackLabel.NO, "False alarm"),
+        (FeedbackLabel.PLANNED_ACTIVITY, "Planned activity"),
+    )
+    notes_help_text = (
+        "Stored as the resolution notes of this incident and of its anomalies (up to 2000 chars)."
+    )
     list_display = (
         "severity_badge",
         "kind",
@@ -404,8 +423,21 @@ class IncidentAdmin(admin.ModelAdmin):
                     for anomaly in members
                 ],
                 raw_anomalies_url=raw_anomalies_url(incident),
+                feedback=dict(self.label_buttons).get(incident.feedback_label, ""),
             )
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def triage_acknowledge(self, obj, *, actor):
+        return incident_acknowledge(incident=obj, actor=actor)
+
+    def triage_resolve(self, obj, *, actor, resolution, notes):
+        return incident_resolve(incident=obj, actor=actor, resolution=resolution, notes=notes)
+
+    def triage_label(self, obj, *, actor, label):
+        return incident_label(incident=obj, actor=actor, label=label)
+
+    def triage_description(self, obj) -> str:
+        return obj.title
 
 
 def _entity_label(entity_type: str, entity_id: str | None) -> str:

@@ -7,7 +7,7 @@ constraints); saving goes through the same services as the API, so both write al
 from django import forms
 from django.contrib import admin
 
-from analytics.admin.anomalies import request_actor
+from analytics.admin.triage import request_actor
 from analytics.models import DetectionSettings, EntityType, PlannedActivity
 from analytics.selectors.incidents import (
     SETTING_NAMES,

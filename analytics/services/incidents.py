@@ -34,6 +34,7 @@ from analytics.models import (
 )
 from analytics.selectors.incidents import (
     DIMENSIONS,
+    SERIES_DAYS,
     TENANT,
     DetectionContext,
     false_alarms_since,
@@ -67,7 +68,7 @@ KIND_PRIORITY = {
     IncidentKind.BUDGET: 0,
 }
 # An entity's own incident also needs the tenant's total up by at least one noise spread.
-ENTITY_TENANT_Z = 1.0
+ENTITY_TENANT_Z = 1.5
 SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # One transaction-scoped advisory lock per tenant (classid, tenant id): detection runs for
 # the same tenant queue up, so two of them never open the same incident twice.
@@ -97,11 +98,23 @@ class Verdict:
 
 
 def anomaly_window(anomaly: Anomaly) -> tuple[date, date]:
-    """The days an anomaly speaks for: a spike's streak, a drift's run, an outlier's day."""
+    """The days an anomaly speaks for: a spike's or drift's streak, an outlier's day."""
     day = anomaly.anomaly_date
     if anomaly.anomaly_type in (AnomalyType.ABSOLUTE_SPIKE, AnomalyType.SUSTAINED_DRIFT):
         return day - timedelta(days=max(anomaly.breach_count, 1) - 1), day
     return day, day
+
+
+def anomaly_reach(anomaly: Anomaly) -> tuple[date, date]:
+    """The days an anomaly is judged on and grouped by: its window, a drift's rolling week.
+
+    A drift is measured over its rolling week, and the level it reports rose some days before
+    the rule could tell: its week is what links it to the first days of the change.
+    """
+    start, end = anomaly_window(anomaly)
+    if anomaly.anomaly_type == AnomalyType.SUSTAINED_DRIFT:
+        start = end - timedelta(days=engine.DRIFT_ROLLING_DAYS - 1)
+    return start, end
 
 
 def _fallback_judgement(anomaly: Anomaly) -> WindowJudgement:
@@ -117,7 +130,7 @@ def _fallback_judgement(anomaly: Anomaly) -> WindowJudgement:
 def anomaly_verdict(anomaly: Anomaly, context: DetectionContext) -> Verdict:
     kind = KIND_OF[anomaly.anomaly_type]
     scope = (anomaly.entity_type, anomaly.entity_id)
-    start, end = anomaly_window(anomaly)
+    start, end = anomaly_reach(anomaly)
     verdict = Verdict(anomaly, kind, scope, start, end, material=False, reason="")
     if kind == IncidentKind.BUDGET:
         verdict.material, verdict.reason = True, "budget threshold passed"
@@ -126,9 +139,6 @@ def anomaly_verdict(anomaly: Anomaly, context: DetectionContext) -> Verdict:
     if not settings.monitors(anomaly.entity_type):
         verdict.reason = f"{anomaly.entity_type} is not a monitored dimension"
         return verdict
-    if anomaly.anomaly_type == AnomalyType.SUSTAINED_DRIFT:
-        # A drift is judged over its rolling week, the days its ratio was measured on.
-        start = end - timedelta(days=engine.DRIFT_ROLLING_DAYS - 1)
     history = context.history_days(scope, start)
     if history >= settings.min_history_days:
         judgement = context.judge(scope, start, end)
@@ -224,11 +234,20 @@ def _touches(incident: Incident, verdict: Verdict) -> bool:
     ) and verdict.end >= incident.started_on - timedelta(days=1)
 
 
+# A root cause carrying at least this share of an incident's increase is one of its causes.
+MAIN_CAUSE_SHARE = 0.25
+
+
 def _cause_scopes(incidents: Sequence[Incident]) -> dict[int, set[Scope]]:
-    """Per incident, the scopes it already speaks for: its own, its root causes, its members."""
+    """Per incident, the scopes it already speaks for: its own, its main root causes, its
+    members."""
     return {
         incident.pk: {(incident.entity_type, incident.entity_id)}
-        | {(c["entity_type"], c["entity_id"]) for c in incident.root_causes}
+        | {
+            (c["entity_type"], c["entity_id"])
+            for c in incident.root_causes
+            if c["share"] >= MAIN_CAUSE_SHARE
+        }
         | getattr(incident, "member_scopes", set())
         for incident in incidents
     }
@@ -243,26 +262,37 @@ def _incident_for(
 ) -> Incident | None:
     """The incident an anomaly belongs to, if any.
 
-    An anomaly that already belongs to one stays there. Otherwise it joins an incident of
-    its family whose window it overlaps or touches and that already speaks for its cause:
-    an entity must be a member or a root cause of it, a tenant-level change must have its
-    main root cause there; anything joins an incident this run opened. A material change
-    beside an unrelated incident (a runaway user during a drift) is an incident of its own.
+    An anomaly that already belongs to one stays there. Otherwise, among the incidents of its
+    family whose window it overlaps or touches, it joins, in this order of preference: one
+    that already speaks for its cause (an entity as a member or root cause; a tenant-level
+    change through its main root cause), one this run opened, and, for an entity, one about
+    the whole tenant (a tenant-level change and the entities that explain it are one
+    incident). A material change beside an unrelated incident (a runaway user during a
+    drift) is an incident of its own.
     """
     for incident in nearby:
         if incident.pk == verdict.anomaly.incident_id:
             return incident
-    opened_now = {incident.pk for incident in opened}
+    touching = [
+        incident
+        for incident in nearby
+        if _family_of(incident) == verdict.family and _touches(incident, verdict)
+    ]
+    if not touching or verdict.family != ("cost",):
+        return touching[0] if touching else None
     cause = verdict.scope
-    for incident in nearby:
-        if _family_of(incident) != verdict.family or not _touches(incident, verdict):
-            continue
-        if verdict.family != ("cost",) or incident.pk in opened_now:
-            return incident
-        if cause == TENANT and verdict.material:
-            cause = _main_cause(verdict, context) or TENANT
-        if cause == TENANT or cause in causes.get(incident.pk, ()):
-            return incident
+    if cause == TENANT and verdict.material:
+        cause = _main_cause(verdict, context) or TENANT
+    opened_now = {incident.pk for incident in opened}
+    preferences = (
+        lambda incident: cause == TENANT or cause in causes.get(incident.pk, ()),
+        lambda incident: incident.pk in opened_now,
+        lambda incident: verdict.scope != TENANT and incident.entity_type == EntityType.TENANT,
+    )
+    for prefers in preferences:
+        for incident in touching:
+            if prefers(incident):
+                return incident
     return None
 
 
@@ -303,7 +333,9 @@ def incidents_record(
         target = _incident_for(verdict, nearby, causes, outcome.opened, context)
         if target is None and verdict.material:
             if false_alarms is None:
-                since = context.as_of - timedelta(days=context.settings.suppression_days + 62)
+                # Any verdict of this run starts within the series the run read.
+                days = context.settings.suppression_days + SERIES_DAYS
+                since = context.as_of - timedelta(days=days)
                 false_alarms = false_alarms_since(tenant=tenant, since=since)
             suppressor = _suppressor(verdict, false_alarms, context.settings.suppression_days)
             if suppressor is not None:
@@ -334,7 +366,8 @@ def incidents_record(
         _incident_refresh(incident=incident, context=context, now=now)
         outcome.incidents.append(incident)
         went_up = SEVERITY_RANK[incident.severity] > SEVERITY_RANK[before]
-        if went_up and incident not in outcome.opened:
+        # A closed incident that takes new evidence is not news: nobody is told again.
+        if went_up and incident not in outcome.opened and incident.status in OPEN_STATUSES:
             outcome.escalated.append(incident)
     transaction.on_commit(lambda: _announce(outcome))
     return outcome
@@ -349,7 +382,7 @@ def _incident_open(*, tenant: Tenant, verdict: Verdict, now) -> Incident:
         entity_type=anomaly.entity_type,
         entity_id=anomaly.entity_id,
         budget_id=anomaly.budget_id if verdict.kind == IncidentKind.BUDGET else None,
-        started_on=verdict.start,
+        started_on=anomaly_window(anomaly)[0],
         last_seen_on=verdict.end,
         title=anomaly.message[:300],
         expected_cents=anomaly.expected_value_cents,
@@ -435,9 +468,11 @@ def _refresh_cost_change(
         scope, causes = TENANT, None
     else:
         # Only entities changed: the one that explains its change best is the incident's
-        # scope, and the causes are ranked among the incident's own entities.
-        causes = _root_causes(sorted(entities, key=str), first, last, None, context)
-        scope = (causes[0]["entity_type"], causes[0]["entity_id"]) if causes else min(entities)
+        # scope; every entity then competes for that scope's increase, so the users and
+        # models that carry a feature's growth are listed (and join the incident) too.
+        members = _root_causes(sorted(entities, key=str), first, last, None, context)
+        scope = (members[0]["entity_type"], members[0]["entity_id"]) if members else min(entities)
+        causes = members and _root_causes(None, first, last, members[0]["delta_cents"], context)
     incident.entity_type, incident.entity_id = scope
     judgement = context.judge(scope, first, last)
     tenant_judgement = judgement if scope == TENANT else context.judge(TENANT, first, last)

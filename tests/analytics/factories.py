@@ -149,3 +149,43 @@ def outlier_history(tenant, spike_day: date, *, days: int = 35, factor: float = 
             cost_cents=Decimal(str(cents)),
             user_id="u1",
         )
+
+
+def user_spike_incident(tenant, start: date = date(2026, 3, 10)) -> Incident:
+    """User u1's steady $10 a day jumps to $50 on `start` and the day after: the incident.
+
+    Records run from 70 days before `start` to 5 days after; the incident has u1 as its
+    root cause and two member anomalies.
+    """
+    for offset in range(-70, 6):
+        day = start + timedelta(days=offset)
+        CostRecordFactory(
+            tenant=tenant,
+            created_at=utc(day.year, day.month, day.day, 9),
+            cost_cents=Decimal(5000 if offset in (0, 1) else 1000),
+            user_id="u1",
+        )
+    incident = IncidentFactory(
+        tenant=tenant,
+        entity_type=EntityType.USER,
+        entity_id="u1",
+        started_on=start,
+        last_seen_on=start + timedelta(days=1),
+        expected_cents=2000.0,
+        actual_cents=10000.0,
+        title=f"User u1 spend +400% from {start} to {start + timedelta(days=1)}",
+        root_causes=[
+            {
+                "entity_type": "user",
+                "entity_id": "u1",
+                "expected_cents": 2000.0,
+                "actual_cents": 10000.0,
+                "delta_cents": 8000.0,
+                "share": 1.0,
+            }
+        ],
+    )
+    AnomalyFactory.create_batch(
+        2, tenant=tenant, incident=incident, entity_type=EntityType.USER, entity_id="u1"
+    )
+    return incident

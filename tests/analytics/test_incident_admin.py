@@ -1,13 +1,13 @@
 """The incident console, the detection settings and planned activity admins, and their helpers."""
 
 import re
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
 import pytest
 import time_machine
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 
 from analytics.admin.incidents import (
     acknowledge_incidents,
@@ -24,8 +24,8 @@ from analytics.models import (
 )
 from analytics.money import dollars
 from analytics.selectors.incidents import IncidentDay, incident_daily_series
-from tests.analytics.factories import AnomalyFactory, IncidentFactory
-from tests.factories import CostRecordFactory, utc
+from tests.analytics.factories import AnomalyFactory, IncidentFactory, user_spike_incident
+from tests.factories import utc
 
 CHANGELIST = "/admin/analytics/incident/"
 ANOMALIES = "/admin/analytics/anomaly/"
@@ -50,6 +50,11 @@ def detail(incident) -> str:
     return f"{CHANGELIST}{incident.pk}/change/"
 
 
+def verb_url(incident, verb: str) -> str:
+    """The URL of a detail-page button: acknowledge, resolve, dismiss or label."""
+    return f"{CHANGELIST}{incident.pk}/{verb}/"
+
+
 def with_anomalies(incident, count: int = 2, **fields) -> list[Anomaly]:
     return AnomalyFactory.create_batch(
         count, tenant=incident.tenant, incident=incident, status=incident.status, **fields
@@ -58,15 +63,6 @@ def with_anomalies(incident, count: int = 2, **fields) -> list[Anomaly]:
 
 def messages_of(response) -> list[str]:
     return [str(m) for m in response.context["messages"]]
-
-
-def spend(tenant, day: date, cents, **fields) -> None:
-    CostRecordFactory(
-        tenant=tenant,
-        created_at=utc(day.year, day.month, day.day, 9),
-        cost_cents=Decimal(cents),
-        **fields,
-    )
 
 
 # --- Money ---------------------------------------------------------------------------------
@@ -279,18 +275,18 @@ def test_close_helper_counts_conflicts(tenant, operator_request):
     assert text.startswith("1 incident(s) resolved, 1 already")
 
 
-def test_dismiss_action_rejects_overlong_notes(tenant, admin_client):
+@pytest.mark.parametrize("route", ["bulk action", "detail page button"])
+def test_dismiss_rejects_overlong_notes(tenant, admin_client, route):
     incident = IncidentFactory(tenant=tenant)
+    url, data = {
+        "bulk action": (
+            CHANGELIST,
+            {"action": "dismiss_selected", ACTION_CHECKBOX_NAME: [incident.pk], "apply": "yes"},
+        ),
+        "detail page button": (verb_url(incident, "dismiss"), {}),
+    }[route]
 
-    response = admin_client.post(
-        CHANGELIST,
-        {
-            "action": "dismiss_selected",
-            ACTION_CHECKBOX_NAME: [incident.pk],
-            "apply": "yes",
-            "notes": "x" * 2001,
-        },
-    )
+    response = admin_client.post(url, {**data, "notes": "x" * 2001})
 
     assert response.status_code == 200
     assert response.context["form"].errors["notes"]
@@ -298,19 +294,28 @@ def test_dismiss_action_rejects_overlong_notes(tenant, admin_client):
     assert incident.status == "open"
 
 
-@pytest.mark.parametrize(
-    ("action", "label"),
-    [("label_yes", "YES"), ("label_no", "NO"), ("label_planned_activity", "PLANNED_ACTIVITY")],
-)
-def test_label_actions_label_incidents_and_their_anomalies(tenant, admin_client, action, label):
+@pytest.mark.parametrize("label", ["YES", "NO", "PLANNED_ACTIVITY"])
+@pytest.mark.parametrize("route", ["bulk action", "detail page button"])
+def test_labelling_labels_the_incident_and_its_anomalies(tenant, admin_client, route, label):
+    # a closed incident can still be labelled
     incident = IncidentFactory(tenant=tenant, status="resolved")
     with_anomalies(incident)
+    url, data, message = {
+        "bulk action": (
+            CHANGELIST,
+            {"action": f"label_{label.lower()}", ACTION_CHECKBOX_NAME: [incident.pk]},
+            f"1 incident(s) labelled {label}.",
+        ),
+        "detail page button": (
+            verb_url(incident, "label"),
+            {"label": label},
+            f"Incident {incident.pk} labelled {label}.",
+        ),
+    }[route]
 
-    response = admin_client.post(
-        CHANGELIST, {"action": action, ACTION_CHECKBOX_NAME: [incident.pk]}, follow=True
-    )
+    response = admin_client.post(url, data, follow=True)
 
-    assert f"1 incident(s) labelled {label}." in messages_of(response)
+    assert messages_of(response) == [message]
     incident.refresh_from_db()
     assert (incident.feedback_label, incident.feedback_by) == (label, "user:operator")
     assert set(incident.anomalies.values_list("feedback_label", flat=True)) == {label}
@@ -344,33 +349,7 @@ def test_staff_without_change_permission_sees_no_triage_actions(tenant, client, 
 
 @pytest.fixture
 def spiked_incident(tenant):
-    """A user whose steady $10/day jumped to $50/day on 2026-03-10 and 03-11."""
-    start = date(2026, 3, 10)
-    for offset in range(-70, 6):
-        day = start + timedelta(days=offset)
-        spend(tenant, day, 5000 if offset in (0, 1) else 1000, user_id="u1")
-    incident = IncidentFactory(
-        tenant=tenant,
-        entity_type="user",
-        entity_id="u1",
-        started_on=start,
-        last_seen_on=start + timedelta(days=1),
-        expected_cents=2000.0,
-        actual_cents=10000.0,
-        title="User u1 spend +400% from 2026-03-10 to 2026-03-11",
-        root_causes=[
-            {
-                "entity_type": "user",
-                "entity_id": "u1",
-                "expected_cents": 2000.0,
-                "actual_cents": 10000.0,
-                "delta_cents": 8000.0,
-                "share": 1.0,
-            }
-        ],
-    )
-    with_anomalies(incident, count=2, entity_type="user", entity_id="u1")
-    return incident
+    return user_spike_incident(tenant)
 
 
 def test_daily_series_expects_the_history_from_the_incident_on(spiked_incident):
@@ -511,6 +490,217 @@ def test_chart_geometry():
     assert chart["expected_line"] == "314.0,162.0 414.0,162.0"
     assert chart["history_line"] == "114.0,162.0 214.0,162.0 314.0,162.0"
     assert [label["label"] for label in chart["day_labels"]] == ["Mar 8", "Mar 10", "Mar 11"]
+
+
+# --- Detail page buttons ------------------------------------------------------------------
+
+LABEL_BUTTONS = ("incident-label-yes", "incident-label-no", "incident-label-planned-activity")
+
+
+def member_states(incident) -> set[tuple]:
+    return set(incident.anomalies.values_list("status", "resolution_notes", "resolved_by"))
+
+
+def test_acknowledge_button_moves_the_incident_and_its_anomalies(tenant, admin_client):
+    incident = IncidentFactory(tenant=tenant)
+    with_anomalies(incident)
+
+    response = admin_client.post(verb_url(incident, "acknowledge"), follow=True)
+
+    assert response.redirect_chain[-1][0] == detail(incident)
+    assert messages_of(response) == [f"Incident {incident.pk} acknowledged."]
+    incident.refresh_from_db()
+    assert (incident.status, incident.acknowledged_by) == ("acknowledged", "user:operator")
+    assert set(incident.anomalies.values_list("status", "acknowledged_by")) == {
+        ("acknowledged", "user:operator")
+    }
+
+
+@pytest.mark.parametrize("verb", ["resolve", "dismiss"])
+def test_close_buttons_ask_for_notes_then_close_the_incident_and_its_anomalies(
+    tenant, admin_client, verb
+):
+    # given an acknowledged incident with two anomalies
+    incident = IncidentFactory(tenant=tenant, status="acknowledged")
+    with_anomalies(incident)
+    status = {"resolve": "resolved", "dismiss": "dismissed"}[verb]
+
+    # when the button is followed, a notes form for this incident is shown and nothing changes
+    form_page = admin_client.get(verb_url(incident, verb))
+    assert form_page.status_code == 200
+    assert [t.name for t in form_page.templates][0] == "admin/object_action_form.html"
+    html = form_page.content.decode()
+    assert f'id="incident-{verb}-form"' in html and f'id="incident-{verb}-submit"' in html
+    assert 'name="notes"' in html and 'name="resolution"' not in html
+    assert incident.title in html
+    incident.refresh_from_db()
+    assert incident.status == "acknowledged"
+
+    # when the form is submitted, the incident and its anomalies are closed with the notes
+    done = admin_client.post(verb_url(incident, verb), {"notes": "load test"}, follow=True)
+
+    assert done.redirect_chain[-1][0] == detail(incident)
+    assert messages_of(done) == [f"Incident {incident.pk} {status}."]
+    incident.refresh_from_db()
+    assert (incident.status, incident.resolution_notes, incident.resolved_by) == (
+        status,
+        "load test",
+        "user:operator",
+    )
+    assert member_states(incident) == {(status, "load test", "user:operator")}
+    assert re.search(r'id="incident-notes">load test<', done.content.decode())
+
+
+def test_detail_page_shows_the_label_and_marks_its_button(tenant, admin_client):
+    incident = IncidentFactory(tenant=tenant, feedback_label="PLANNED_ACTIVITY")
+
+    html = admin_client.get(detail(incident)).content.decode()
+
+    assert re.search(r'id="incident-feedback">Planned activity<', html)
+    assert html.count('class="current"') == 1
+    assert re.search(
+        r'id="incident-label-planned-activity" name="label" value="PLANNED_ACTIVITY" '
+        r'class="current"',
+        html,
+    )
+
+
+def test_unknown_label_is_refused(tenant, admin_client):
+    incident = IncidentFactory(tenant=tenant)
+
+    response = admin_client.post(verb_url(incident, "label"), {"label": "MAYBE"}, follow=True)
+
+    assert messages_of(response) == ["Unknown feedback label 'MAYBE'."]
+    incident.refresh_from_db()
+    assert incident.feedback_label is None
+
+
+@pytest.mark.parametrize(
+    ("verb", "action"),
+    [("acknowledge", "acknowledge"), ("resolve", "resolve"), ("dismiss", "resolve")],
+)
+def test_buttons_on_a_closed_incident_explain_the_conflict(tenant, admin_client, verb, action):
+    # given an incident another operator resolved a moment ago, its page still open here
+    incident = IncidentFactory(tenant=tenant, status="resolved", resolution_notes="fixed")
+    with_anomalies(incident)
+
+    response = admin_client.post(verb_url(incident, verb), {"notes": "late"}, follow=True)
+
+    # then the operator is told why nothing happened, and nothing did
+    assert response.redirect_chain[-1][0] == detail(incident)
+    [message] = response.context["messages"]
+    assert (message.level_tag, str(message)) == (
+        "error",
+        f"Cannot {action} an incident that is resolved.",
+    )
+    incident.refresh_from_db()
+    assert (incident.status, incident.resolution_notes) == ("resolved", "fixed")
+    assert {status for status, _, _ in member_states(incident)} == {"resolved"}
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        ("open", {"incident-acknowledge", "incident-resolve", "incident-dismiss"}),
+        ("acknowledged", {"incident-resolve", "incident-dismiss"}),
+        ("resolved", set()),
+        ("dismissed", set()),
+    ],
+)
+def test_detail_page_shows_only_the_buttons_that_apply(tenant, admin_client, status, shown):
+    incident = IncidentFactory(tenant=tenant, status=status)
+
+    html = admin_client.get(detail(incident)).content.decode()
+
+    for button in ("incident-acknowledge", "incident-resolve", "incident-dismiss"):
+        assert (f'id="{button}"' in html) == (button in shown), button
+    # a label can be given in any status
+    for button in LABEL_BUTTONS:
+        assert f'id="{button}"' in html
+    assert html.count('name="csrfmiddlewaretoken"') >= len(LABEL_BUTTONS) + (status == "open")
+
+
+def test_buttons_post_with_the_csrf_token(tenant, staff_user):
+    incident = IncidentFactory(tenant=tenant)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(staff_user)
+    html = browser.get(detail(incident)).content.decode()
+    form = html.split(f'action="{verb_url(incident, "acknowledge")}"')[1].split("</form>")[0]
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
+
+    assert browser.post(verb_url(incident, "acknowledge")).status_code == 403
+    incident.refresh_from_db()
+    assert incident.status == "open"
+    browser.post(verb_url(incident, "acknowledge"), {"csrfmiddlewaretoken": token})
+    incident.refresh_from_db()
+    assert incident.status == "acknowledged"
+
+
+def test_get_does_not_change_an_incident(tenant, admin_client):
+    incident = IncidentFactory(tenant=tenant)
+
+    for verb in ("acknowledge", "label"):
+        response = admin_client.get(verb_url(incident, verb))
+        assert (response.status_code, response.url) == (302, detail(incident))
+    incident.refresh_from_db()
+    assert (incident.status, incident.feedback_label) == ("open", None)
+
+
+def test_staff_operator_triages_any_tenants_incident(other_tenant, admin_client):
+    # the console is for staff operators: no tenant scoping, as in the anomaly admin
+    incident = IncidentFactory(tenant=other_tenant)
+
+    admin_client.post(verb_url(incident, "acknowledge"))
+
+    incident.refresh_from_db()
+    assert incident.status == "acknowledged"
+
+
+@pytest.fixture
+def guest(django_user_model):
+    return django_user_model.objects.create_user(username="guest", password="x")
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username="viewer", password="x", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_incident"))
+    return user
+
+
+@pytest.mark.parametrize(
+    ("who", "page", "refused"),
+    [
+        ("guest", 302, 302),  # not staff: sent to the login page
+        ("viewer", 200, 403),  # staff who may only look: sees the page without buttons
+    ],
+)
+def test_buttons_are_only_for_operators_who_may_triage(
+    other_tenant, client, request, who, page, refused
+):
+    incident = IncidentFactory(tenant=other_tenant)
+    client.force_login(request.getfixturevalue(who))
+
+    response = client.get(detail(incident))
+
+    assert response.status_code == page
+    html = response.content.decode()
+    assert 'id="incident-acknowledge"' not in html and 'id="incident-label-no"' not in html
+    for verb in ("acknowledge", "resolve", "dismiss", "label"):
+        refusal = client.post(verb_url(incident, verb), {"notes": "x", "label": "NO"})
+        assert refusal.status_code == refused
+        if refused == 302:
+            assert "/admin/login/" in refusal["Location"]
+    incident.refresh_from_db()
+    assert (incident.status, incident.feedback_label) == ("open", None)
+
+
+def test_unknown_incident_is_404(admin_client):
+    assert admin_client.get(f"{CHANGELIST}999999/resolve/").status_code == 404
+    assert admin_client.post(f"{CHANGELIST}abc/acknowledge/").status_code == 404
+    assert admin_client.post(f"{CHANGELIST}999999/label/", {"label": "NO"}).status_code == 404
 
 
 # --- Detection settings --------------------------------------------------------------------
