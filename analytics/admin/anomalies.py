@@ -8,22 +8,28 @@ read-only.
 
 import json
 
-from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from analytics.admin.triage import CloseLink, CloseNotesForm, DetailTriageMixin, request_actor
+from analytics.admin.triage import (
+    BulkTriageActionsMixin,
+    CloseLink,
+    DetailTriageMixin,
+    acknowledged_message,
+    closed_message,
+    labelled_message,
+    request_actor,
+)
 from analytics.models import (
     Anomaly,
     AnomalyEvaluation,
     AnomalyStatus,
     BreachHistory,
     DriftTracking,
-    FeedbackLabel,
     Incident,
     Severity,
 )
@@ -58,12 +64,7 @@ STATUS_COLOURS = {
 def acknowledge_anomalies(request, queryset: QuerySet[Anomaly]) -> tuple[dict, str]:
     """Acknowledge the open anomalies; return the service counts and a message for the user."""
     counts = anomalies_acknowledge(anomalies=queryset, actor=request_actor(request))
-    text = f"{counts['acknowledged']} anomaly(ies) acknowledged"
-    if counts["unchanged"]:
-        text += f", {counts['unchanged']} already acknowledged"
-    if counts["conflicts"]:
-        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
-    return counts, text + "."
+    return counts, acknowledged_message(counts, "anomaly(ies)")
 
 
 def close_anomalies(
@@ -73,15 +74,12 @@ def close_anomalies(
     counts = anomalies_resolve(
         anomalies=queryset, actor=request_actor(request), resolution=resolution, notes=notes
     )
-    text = f"{counts['changed']} anomaly(ies) {resolution}"
-    if counts["conflicts"]:
-        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
-    return counts, text + "."
+    return counts, closed_message(counts, "anomaly(ies)", resolution)
 
 
 def label_anomalies(request, queryset: QuerySet[Anomaly], *, label: str) -> tuple[dict, str]:
     counts = anomalies_label(anomalies=queryset, actor=request_actor(request), label=label)
-    return counts, f"{counts['labelled']} anomaly(ies) labelled {label}."
+    return counts, labelled_message(counts, "anomaly(ies)", label)
 
 
 # --- Filters -----------------------------------------------------------------------------
@@ -142,6 +140,43 @@ def badge(text: str, colour: str):
     )
 
 
+class DetectionOutputMixin:
+    """Computed by detection: nobody adds, edits or deletes it."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class TriagedObjectAdminMixin(DetectionOutputMixin):
+    """What the anomaly and incident consoles share besides triage.
+
+    Operators who may change their objects triage them; severity and status are shown as
+    coloured badges.
+    """
+
+    def has_triage_permission(self, request) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_badge(self, obj):
+        return badge(obj.get_severity_display(), SEVERITY_COLOURS[obj.severity])
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
+
+    @admin.display(description="metadata")
+    def metadata_pretty(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
+
+
 def daily_cost_chart(series, anomaly_day, width: int = 560, height: int = 120) -> dict:
     """Bar geometry for the inline SVG chart of the daily cost around an anomaly."""
     if not series:
@@ -173,8 +208,19 @@ def daily_cost_chart(series, anomaly_day, width: int = 560, height: int = 120) -
 
 
 @admin.register(Anomaly)
-class AnomalyAdmin(DetailTriageMixin, admin.ModelAdmin):
+class AnomalyAdmin(
+    TriagedObjectAdminMixin, BulkTriageActionsMixin, DetailTriageMixin, admin.ModelAdmin
+):
     console_position = 1  # right after incidents: the raw evidence behind them
+    bulk_acknowledge = staticmethod(acknowledge_anomalies)
+    bulk_close = staticmethod(close_anomalies)
+    bulk_label = staticmethod(label_anomalies)
+    bulk_count_noun = "anomaly(ies)"
+    bulk_close_template = CLOSE_TEMPLATE
+    bulk_close_description = (
+        "These anomalies will be marked <strong>{resolution}</strong>. Anomalies that are "
+        "already resolved or dismissed are left as they are."
+    )
     close_links = (CloseLink("resolve", "Resolve or dismiss…"),)
     notes_help_text = "Stored as the anomaly's resolution notes (up to 2000 chars)."
     list_display = (
@@ -207,14 +253,6 @@ class AnomalyAdmin(DetailTriageMixin, admin.ModelAdmin):
     date_hierarchy = "detected_at"
     ordering = ("-detected_at", "-id")
     list_per_page = 50
-    actions = (
-        "acknowledge_selected",
-        "resolve_selected",
-        "dismiss_selected",
-        "label_yes",
-        "label_no",
-        "label_planned_activity",
-    )
     fieldsets = (
         (
             None,
@@ -285,28 +323,7 @@ class AnomalyAdmin(DetailTriageMixin, admin.ModelAdmin):
         "feedback_by",
     )
 
-    # Anomalies are computed: nobody adds, edits or deletes them, they are triaged.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_triage_permission(self, request) -> bool:
-        return request.user.has_perm("analytics.change_anomaly")
-
     # --- list columns ---
-
-    @admin.display(description="severity", ordering="severity")
-    def severity_badge(self, obj):
-        return badge(obj.get_severity_display(), SEVERITY_COLOURS[obj.severity])
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj):
-        return badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
 
     @admin.display(description="entity", ordering="entity_id")
     def entity(self, obj):
@@ -322,64 +339,6 @@ class AnomalyAdmin(DetailTriageMixin, admin.ModelAdmin):
             return "—"
         url = reverse("admin:analytics_incident_change", args=[obj.incident_id])
         return format_html('<a href="{}">#{}</a>', url, obj.incident_id)
-
-    @admin.display(description="metadata")
-    def metadata_pretty(self, obj):
-        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
-
-    # --- actions ---
-
-    @admin.action(description="Acknowledge selected anomalies", permissions=["triage"])
-    def acknowledge_selected(self, request, queryset):
-        _, text = acknowledge_anomalies(request, queryset)
-        self.message_user(request, text, messages.SUCCESS)
-
-    @admin.action(description="Resolve selected anomalies…", permissions=["triage"])
-    def resolve_selected(self, request, queryset):
-        return self._close_with_notes(request, queryset, AnomalyStatus.RESOLVED)
-
-    @admin.action(description="Dismiss selected anomalies…", permissions=["triage"])
-    def dismiss_selected(self, request, queryset):
-        return self._close_with_notes(request, queryset, AnomalyStatus.DISMISSED)
-
-    @admin.action(description="Label selected: real anomaly (YES)", permissions=["triage"])
-    def label_yes(self, request, queryset):
-        self._label(request, queryset, FeedbackLabel.YES)
-
-    @admin.action(description="Label selected: false alarm (NO)", permissions=["triage"])
-    def label_no(self, request, queryset):
-        self._label(request, queryset, FeedbackLabel.NO)
-
-    @admin.action(description="Label selected: planned activity", permissions=["triage"])
-    def label_planned_activity(self, request, queryset):
-        self._label(request, queryset, FeedbackLabel.PLANNED_ACTIVITY)
-
-    def _label(self, request, queryset, label):
-        _, text = label_anomalies(request, queryset, label=label)
-        self.message_user(request, text, messages.SUCCESS)
-
-    def _close_with_notes(self, request, queryset, resolution):
-        """First pass shows a notes form for the selection; its submit applies the action."""
-        form = CloseNotesForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            _, text = close_anomalies(
-                request, queryset, resolution=resolution, notes=form.cleaned_data["notes"]
-            )
-            self.message_user(request, text, messages.SUCCESS)
-            return None
-        verb = "Resolve" if resolution == AnomalyStatus.RESOLVED else "Dismiss"
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb} {queryset.count()} anomaly(ies)",
-            "opts": self.model._meta,
-            "queryset": queryset.select_related("tenant"),
-            "form": form,
-            "action": request.POST.get("action"),
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            "submit_label": verb,
-            "resolution": resolution,
-        }
-        return TemplateResponse(request, CLOSE_TEMPLATE, context)
 
     # --- detail page ---
 
@@ -414,17 +373,8 @@ class AnomalyAdmin(DetailTriageMixin, admin.ModelAdmin):
 # --- Read-only detection output ----------------------------------------------------------
 
 
-class ReadOnlyDetectionAdmin(admin.ModelAdmin):
+class ReadOnlyDetectionAdmin(DetectionOutputMixin, admin.ModelAdmin):
     show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(AnomalyEvaluation)

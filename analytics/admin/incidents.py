@@ -6,24 +6,24 @@ so its member anomalies move with it and a closed incident is never reopened. Mo
 in cents and shown in dollars.
 """
 
-import json
 import math
 from datetime import date
 
-from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
 
-from analytics.admin.anomalies import (
-    SEVERITY_COLOURS,
-    STATUS_COLOURS,
-    NeedsAttentionFilter,
-    badge,
+from analytics.admin.anomalies import NeedsAttentionFilter, TriagedObjectAdminMixin
+from analytics.admin.triage import (
+    BulkTriageActionsMixin,
+    CloseLink,
+    CloseNotesForm,
+    DetailTriageMixin,
+    acknowledged_message,
+    closed_message,
+    labelled_message,
+    request_actor,
 )
-from analytics.admin.triage import CloseLink, CloseNotesForm, DetailTriageMixin, request_actor
 from analytics.models import AnomalyStatus, FeedbackLabel, Incident
 from analytics.money import dollars
 from analytics.selectors.incidents import IncidentDay, incident_daily_series
@@ -36,7 +36,6 @@ from analytics.services.incidents import (
     incidents_resolve,
 )
 
-ACTION_FORM_TEMPLATE = "admin/action_form.html"
 DAYS_BEFORE = 14
 DAYS_AFTER = 7
 
@@ -51,12 +50,7 @@ def percent(value: float | None) -> str:
 def acknowledge_incidents(request, queryset: QuerySet[Incident]) -> tuple[dict, str]:
     """Acknowledge the open incidents and their anomalies; return the counts and a message."""
     counts = incidents_acknowledge(incidents=queryset, actor=request_actor(request))
-    text = f"{counts['acknowledged']} incident(s) acknowledged"
-    if counts["unchanged"]:
-        text += f", {counts['unchanged']} already acknowledged"
-    if counts["conflicts"]:
-        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
-    return counts, text + "."
+    return counts, acknowledged_message(counts, "incident(s)")
 
 
 def close_incidents(
@@ -66,15 +60,12 @@ def close_incidents(
     counts = incidents_resolve(
         incidents=queryset, actor=request_actor(request), resolution=resolution, notes=notes
     )
-    text = f"{counts['changed']} incident(s) {resolution}"
-    if counts["conflicts"]:
-        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
-    return counts, text + "."
+    return counts, closed_message(counts, "incident(s)", resolution)
 
 
 def label_incidents(request, queryset: QuerySet[Incident], *, label: str) -> tuple[dict, str]:
     counts = incidents_label(incidents=queryset, actor=request_actor(request), label=label)
-    return counts, f"{counts['labelled']} incident(s) labelled {label}."
+    return counts, labelled_message(counts, "incident(s)", label)
 
 
 class IncidentCloseNotesForm(CloseNotesForm):
@@ -207,8 +198,19 @@ def raw_anomalies_url(incident: Incident) -> str:
 
 
 @admin.register(Incident)
-class IncidentAdmin(DetailTriageMixin, admin.ModelAdmin):
+class IncidentAdmin(
+    TriagedObjectAdminMixin, BulkTriageActionsMixin, DetailTriageMixin, admin.ModelAdmin
+):
     console_position = 0  # the first entry of the app: what operators start from
+    bulk_acknowledge = staticmethod(acknowledge_incidents)
+    bulk_close = staticmethod(close_incidents)
+    bulk_label = staticmethod(label_incidents)
+    bulk_count_noun = "incident(s)"
+    bulk_notes_form = IncidentCloseNotesForm
+    bulk_close_description = (
+        "These incidents and their anomalies will be marked {resolution}. Incidents that are "
+        "already resolved or dismissed are left as they are."
+    )
     close_links = (
         CloseLink("resolve", "Resolve…", AnomalyStatus.RESOLVED),
         CloseLink("dismiss", "Dismiss…", AnomalyStatus.DISMISSED),
@@ -240,14 +242,6 @@ class IncidentAdmin(DetailTriageMixin, admin.ModelAdmin):
     # Newest first: the incident seen most recently, then the one opened last.
     ordering = ("-last_seen_on", "-opened_at", "-id")
     list_per_page = 50
-    actions = (
-        "acknowledge_selected",
-        "resolve_selected",
-        "dismiss_selected",
-        "label_yes",
-        "label_no",
-        "label_planned_activity",
-    )
     fieldsets = (
         (
             "Lifecycle",
@@ -283,28 +277,7 @@ class IncidentAdmin(DetailTriageMixin, admin.ModelAdmin):
         "metadata_pretty",
     )
 
-    # Incidents are computed by detection: they are triaged, never added, edited or deleted.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_triage_permission(self, request) -> bool:
-        return request.user.has_perm("analytics.change_incident")
-
     # --- list columns ---
-
-    @admin.display(description="severity", ordering="severity")
-    def severity_badge(self, obj):
-        return badge(obj.get_severity_display(), SEVERITY_COLOURS[obj.severity])
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj):
-        return badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
 
     @admin.display(description="scope", ordering="entity_id")
     def scope(self, obj):
@@ -313,67 +286,6 @@ class IncidentAdmin(DetailTriageMixin, admin.ModelAdmin):
     @admin.display(description="impact", ordering="impact_cents")
     def impact(self, obj):
         return dollars(obj.impact_cents)
-
-    @admin.display(description="metadata")
-    def metadata_pretty(self, obj):
-        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
-
-    # --- actions ---
-
-    @admin.action(description="Acknowledge selected incidents", permissions=["triage"])
-    def acknowledge_selected(self, request, queryset):
-        _, text = acknowledge_incidents(request, queryset)
-        self.message_user(request, text, messages.SUCCESS)
-
-    @admin.action(description="Resolve selected incidents…", permissions=["triage"])
-    def resolve_selected(self, request, queryset):
-        return self._close_with_notes(request, queryset, AnomalyStatus.RESOLVED)
-
-    @admin.action(description="Dismiss selected incidents…", permissions=["triage"])
-    def dismiss_selected(self, request, queryset):
-        return self._close_with_notes(request, queryset, AnomalyStatus.DISMISSED)
-
-    @admin.action(description="Label selected: real incident (YES)", permissions=["triage"])
-    def label_yes(self, request, queryset):
-        self._label(request, queryset, FeedbackLabel.YES)
-
-    @admin.action(description="Label selected: false alarm (NO)", permissions=["triage"])
-    def label_no(self, request, queryset):
-        self._label(request, queryset, FeedbackLabel.NO)
-
-    @admin.action(description="Label selected: planned activity", permissions=["triage"])
-    def label_planned_activity(self, request, queryset):
-        self._label(request, queryset, FeedbackLabel.PLANNED_ACTIVITY)
-
-    def _label(self, request, queryset, label):
-        _, text = label_incidents(request, queryset, label=label)
-        self.message_user(request, text, messages.SUCCESS)
-
-    def _close_with_notes(self, request, queryset, resolution):
-        """First pass shows a notes form for the selection; its submit applies the action."""
-        form = IncidentCloseNotesForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            _, text = close_incidents(
-                request, queryset, resolution=resolution, notes=form.cleaned_data["notes"]
-            )
-            self.message_user(request, text, messages.SUCCESS)
-            return None
-        verb = "Resolve" if resolution == AnomalyStatus.RESOLVED else "Dismiss"
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb} {queryset.count()} incident(s)",
-            "description": (
-                f"These incidents and their anomalies will be marked {resolution}. Incidents "
-                "that are already resolved or dismissed are left as they are."
-            ),
-            "opts": self.model._meta,
-            "queryset": queryset.select_related("tenant"),
-            "form": form,
-            "action": request.POST.get("action"),
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            "submit_label": verb,
-        }
-        return TemplateResponse(request, ACTION_FORM_TEMPLATE, context)
 
     # --- detail page ---
 

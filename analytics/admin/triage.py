@@ -1,8 +1,9 @@
-"""Triage of one object from its detail page: acknowledge, resolve or dismiss with notes, label.
+"""Triage from the changelist (bulk actions) and of one object from its detail page.
 
-Shared by the anomaly and incident consoles. An admin mixes in `DetailTriageMixin`, says which
-close forms and label buttons it offers, and implements the three `triage_*` hooks with its
-single-object lifecycle services. Every change is a POST with the CSRF token; the views report
+Shared by the anomaly and incident consoles. An admin mixes in `BulkTriageActionsMixin` and
+names its three bulk action bodies; it mixes in `DetailTriageMixin`, says which close forms and
+label buttons it offers, and implements the three `triage_*` hooks with its single-object
+lifecycle services. Every change is a POST with the CSRF token; the views report
 the outcome as a message and return to the detail page. A transition that the status does not
 allow (acknowledging or closing something already closed, perhaps by another operator a moment
 ago) is shown as an error message, not a 409 page.
@@ -11,22 +12,48 @@ ago) is shown as an error message, not a 409 page.
 from dataclasses import dataclass
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.text import capfirst
 
 from analytics.api.errors import Conflict
-from analytics.models import AnomalyStatus
+from analytics.models import AnomalyStatus, FeedbackLabel
 from analytics.services.anomaly_lifecycle import CLOSED_STATUSES
 
+ACTION_FORM_TEMPLATE = "admin/action_form.html"
 OBJECT_FORM_TEMPLATE = "admin/object_action_form.html"
 
 
 def request_actor(request) -> str:
     return f"user:{request.user.get_username()}"
+
+
+# --- The messages of the bulk action bodies; `noun` is the count noun, "incident(s)" -------
+
+
+def acknowledged_message(counts: dict, noun: str) -> str:
+    text = f"{counts['acknowledged']} {noun} acknowledged"
+    if counts["unchanged"]:
+        text += f", {counts['unchanged']} already acknowledged"
+    if counts["conflicts"]:
+        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
+    return text + "."
+
+
+def closed_message(counts: dict, noun: str, resolution: str) -> str:
+    text = f"{counts['changed']} {noun} {resolution}"
+    if counts["conflicts"]:
+        text += f", {counts['conflicts']} already resolved or dismissed (left as they are)"
+    return text + "."
+
+
+def labelled_message(counts: dict, noun: str, label: str) -> str:
+    return f"{counts['labelled']} {noun} labelled {label}."
 
 
 class CloseNotesForm(forms.Form):
@@ -48,6 +75,99 @@ class ResolveOneForm(CloseNotesForm):
         widget=forms.RadioSelect,
     )
     field_order = ["resolution", "notes"]
+
+
+class BulkTriageActionsMixin:
+    """The changelist's triage actions: acknowledge, resolve or dismiss with notes, label.
+
+    The admin names the bulk action bodies as static methods, `(request, queryset, ...)` ->
+    `(counts, message)`, and the count noun of the notes form's title; the action descriptions
+    take the model's verbose names. The actions need `has_triage_permission`.
+    """
+
+    actions = (
+        "acknowledge_selected",
+        "resolve_selected",
+        "dismiss_selected",
+        "label_yes",
+        "label_no",
+        "label_planned_activity",
+    )
+    bulk_count_noun = ""  # "incident(s)": the notes form's title, "Resolve 3 incident(s)"
+    bulk_notes_form = CloseNotesForm
+    bulk_close_template = ACTION_FORM_TEMPLATE
+    # Above the notes form, a format_html() string with {resolution}.
+    bulk_close_description = ""
+
+    # --- the bulk action bodies; an admin sets them to staticmethod(<helper>) ---
+
+    @staticmethod
+    def bulk_acknowledge(request, queryset) -> tuple[dict, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def bulk_close(request, queryset, *, resolution: str, notes: str = "") -> tuple[dict, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def bulk_label(request, queryset, *, label: str) -> tuple[dict, str]:
+        raise NotImplementedError
+
+    # --- actions ---
+
+    @admin.action(
+        description="Acknowledge selected %(verbose_name_plural)s", permissions=["triage"]
+    )
+    def acknowledge_selected(self, request, queryset):
+        _, text = self.bulk_acknowledge(request, queryset)
+        self.message_user(request, text, messages.SUCCESS)
+
+    @admin.action(description="Resolve selected %(verbose_name_plural)s…", permissions=["triage"])
+    def resolve_selected(self, request, queryset):
+        return self._close_with_notes(request, queryset, AnomalyStatus.RESOLVED)
+
+    @admin.action(description="Dismiss selected %(verbose_name_plural)s…", permissions=["triage"])
+    def dismiss_selected(self, request, queryset):
+        return self._close_with_notes(request, queryset, AnomalyStatus.DISMISSED)
+
+    @admin.action(description="Label selected: real %(verbose_name)s (YES)", permissions=["triage"])
+    def label_yes(self, request, queryset):
+        self._label(request, queryset, FeedbackLabel.YES)
+
+    @admin.action(description="Label selected: false alarm (NO)", permissions=["triage"])
+    def label_no(self, request, queryset):
+        self._label(request, queryset, FeedbackLabel.NO)
+
+    @admin.action(description="Label selected: planned activity", permissions=["triage"])
+    def label_planned_activity(self, request, queryset):
+        self._label(request, queryset, FeedbackLabel.PLANNED_ACTIVITY)
+
+    def _label(self, request, queryset, label):
+        _, text = self.bulk_label(request, queryset, label=label)
+        self.message_user(request, text, messages.SUCCESS)
+
+    def _close_with_notes(self, request, queryset, resolution):
+        """First pass shows a notes form for the selection; its submit applies the action."""
+        form = self.bulk_notes_form(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            _, text = self.bulk_close(
+                request, queryset, resolution=resolution, notes=form.cleaned_data["notes"]
+            )
+            self.message_user(request, text, messages.SUCCESS)
+            return None
+        verb = "Resolve" if resolution == AnomalyStatus.RESOLVED else "Dismiss"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{verb} {queryset.count()} {self.bulk_count_noun}",
+            "description": format_html(self.bulk_close_description, resolution=resolution),
+            "opts": self.model._meta,
+            "queryset": queryset.select_related("tenant"),
+            "form": form,
+            "action": request.POST.get("action"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "submit_label": verb,
+        }
+        return TemplateResponse(request, self.bulk_close_template, context)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,23 @@ def budget_period_status(*, budget: Budget, period: str, at: datetime) -> dict |
     }
 
 
+def budget_period_eta(
+    *, budget: Budget, period: str, at: datetime, spend: Decimal, limit: int
+) -> datetime | None:
+    """The burn-down ETA of the period containing `at`, for a spend already summed over
+    `[period start, at)` (what `budget_period_status` would read again)."""
+    period_start, period_end = budget_period_bounds(period=period, at=at)
+    return _eta(
+        budget=budget,
+        period=period,
+        at=at,
+        period_start=period_start,
+        period_end=period_end,
+        spend=spend,
+        limit=limit,
+    )
+
+
 def _eta(
     *,
     budget: Budget,

@@ -12,6 +12,7 @@ The arithmetic lives in `analytics.services.detection` and the reads in
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from django.db import connection
 from django.utils import timezone
@@ -20,7 +21,7 @@ from analytics.models import AnomalyType, Budget, BudgetPeriod, DriftTracking, E
 from analytics.selectors.budgets import (
     budget_exhausted_at,
     budget_period_bounds,
-    budget_period_status,
+    budget_period_eta,
 )
 from analytics.selectors.detection import (
     RecentSpend,
@@ -348,7 +349,9 @@ def _budget_eta(*, budget: Budget, period: str, spend, limit: int, at: datetime)
     # The period containing D: T itself may already be the first instant of the next one.
     period_start, period_end = budget_period_bounds(period=period, at=at - _ONE_MICROSECOND)
     if at < period_end:
-        return budget_period_status(budget=budget, period=period, at=at)["eta_exhausted_at"]
+        return budget_period_eta(
+            budget=budget, period=period, at=at, spend=Decimal(spend), limit=limit
+        )
     # A backtest evaluates a past day at its very end, where the status selector would pick
     # the next period; a linear projection from there always lands past the period end.
     if spend >= limit:
