@@ -11,9 +11,10 @@ The model of one series (a tenant's, or one user's, feature's or model's daily s
   series (a robust straight line: a spike in one week does not tilt it, steady growth does);
 - level: the median of the de-trended, de-seasonalised values of the last two weeks;
 - spread: noise is multiplicative (a +10 % day is as likely at $500/day as at $20/day), so the
-  spread is the robust standard deviation (1.4826 x the median absolute value) of the relative
-  residuals v / fitted - 1 over the whole history, pooled across weekdays, inflated for the
-  parameters the fit used. With eight weeks that is ~56 residuals, enough for a stable estimate.
+  spread is read from the relative residuals v / fitted - 1 over the whole history, pooled
+  across weekdays, each against a weekday factor fitted without its own day; it is the larger
+  of two robust readings (1.4826 x the median, the 90th percentile / 1.645), widened for the
+  level's own error and for short histories. With eight weeks that is ~56 residuals.
 
 Judging a window of days then gives its expected total, the excess, the excess in % and a z
 score of the excess against the noise of that many days.

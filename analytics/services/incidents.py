@@ -2,15 +2,18 @@
 
 Each rule's anomaly is first judged by the incident gate: its window's spend against the
 seasonal, trend-aware expectation of `analytics.services.expectation` (scaled by planned
-activity), which must pass both money floors of the tenant's settings and the z threshold.
-Budget anomalies are material by definition (the budget is the threshold).
+activity), which must pass both money floors of the tenant's settings and the z threshold;
+a user's, feature's or model's change also faces a stricter (Bonferroni) z, must add a share
+of the tenant's spend and must show in the tenant's total. Budget anomalies are material by
+definition (the budget is the threshold).
 
-Grouping: an anomaly joins the tenant's incident whose window it overlaps or touches (one day
-apart at most): budget anomalies the incident of their budget, every other kind the tenant's
-cost-change incident. A material anomaly with nothing to join opens a new incident unless a
-false-alarm label suppresses it; an immaterial one joins as evidence or stays on its own.
-Each touched incident's window, kind, scope, numbers and root causes are then recomputed from
-the expectation, so running a day twice leaves the same incident.
+Grouping: an anomaly joins an incident of its family (its budget's, or the tenant's cost
+changes) whose window it overlaps or touches, preferring one that already speaks for its
+cause, then one the same run opened, then (for an entity) one about the whole tenant. A
+material anomaly with nothing to join opens a new incident unless a false-alarm label
+suppresses it; an immaterial one joins as evidence or stays on its own. Each touched
+incident's window, kind, scope, numbers and root causes are then recomputed from the
+expectation, so running a day twice leaves the same incident.
 """
 
 from collections.abc import Sequence
