@@ -76,10 +76,24 @@ def spike_breach_days(
 
 
 # Every active budget of the tenant with its daily and month-to-date spend, in one query.
-_BUDGET_SPEND_SQL = """
+# Also, per period, when an earlier run already found the budget exhausted in the same period
+# at the same limit: the instant the running spend reached the limit does not move once found
+# (records are append-only), so the window query that finds it runs once per period.
+_KNOWN_EXHAUSTED_SQL = """
+       (SELECT a.metadata->>'eta_exhausted_at' FROM analytics_anomaly a
+        WHERE a.tenant_id = b.tenant_id AND a.budget_id = b.id
+          AND a.anomaly_type = 'BUDGET_EXCEEDED' AND a.budget_period = '{period}'
+          AND a.anomaly_date BETWEEN %({first})s AND %(day)s
+          AND (a.metadata->>'limit_cents')::bigint = b.{period}_limit_cents
+          AND a.metadata->>'eta_exhausted_at' IS NOT NULL
+        ORDER BY a.anomaly_date LIMIT 1) AS {period}_exhausted_at"""
+
+_BUDGET_SPEND_SQL = f"""
 SELECT b.*,
        COALESCE(SUM(r.cost_cents) FILTER (WHERE r.created_at >= %(day_start)s), 0) AS day_spend,
-       COALESCE(SUM(r.cost_cents), 0) AS month_spend
+       COALESCE(SUM(r.cost_cents), 0) AS month_spend,
+{_KNOWN_EXHAUSTED_SQL.format(period="daily", first="day")},
+{_KNOWN_EXHAUSTED_SQL.format(period="monthly", first="month_first_day")}
 FROM analytics_budget b
 LEFT JOIN analytics_costrecord r
   ON r.tenant_id = b.tenant_id
@@ -102,7 +116,8 @@ def active_budgets_with_spend(
     """The tenant's active budgets by id, each annotated with `day_spend` and `month_spend`.
 
     Both are Decimal cents spent in the budget's scope up to `until`, from `day_start` and
-    from `month_start`; 0 without records.
+    from `month_start`; 0 without records. `daily_exhausted_at` and `monthly_exhausted_at`
+    are the ISO instants an earlier run of the same period found the limit reached, or None.
     """
     return list(
         Budget.objects.raw(
@@ -112,6 +127,8 @@ def active_budgets_with_spend(
                 "day_start": day_start,
                 "month_start": month_start,
                 "until": until,
+                "day": day_start.date(),
+                "month_first_day": month_start.date(),
             },
         )
     )

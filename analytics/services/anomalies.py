@@ -35,7 +35,8 @@ def anomalies_detect(*, tenant: Tenant, as_of: date | None = None, dry_run: bool
     `dry_run` everything is computed the same way and rolled back: nothing is written, no
     signal is sent, and the returned objects carry their members in `members`.
     """
-    with transaction.atomic():
+    # A savepoint only where a dry run inside a caller's transaction must undo just itself.
+    with transaction.atomic(savepoint=dry_run):
         result = _detect(tenant=tenant, as_of=as_of)
         if dry_run:
             for incident in result["incidents"]:

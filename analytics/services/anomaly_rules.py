@@ -311,9 +311,13 @@ def budget_breach_candidates(*, tenant: Tenant, clock: DetectionClock) -> list[A
             )
             if verdict is None:
                 continue
-            eta = _budget_eta(
-                budget=budget, period=period, spend=period_spend, limit=limit, at=clock.until
-            )
+            known = getattr(budget, f"{period}_exhausted_at")
+            if known and period_spend >= limit:
+                eta = datetime.fromisoformat(known.replace("Z", "+00:00"))
+            else:
+                eta = _budget_eta(
+                    budget=budget, period=period, spend=period_spend, limit=limit, at=clock.until
+                )
             desc = BUDGET_SCOPE_DESC[budget.budget_type].format(id=budget.entity_id)
             state = "EXCEEDED" if verdict.anomaly_type == AnomalyType.BUDGET_EXCEEDED else "WARNING"
             candidates.append(

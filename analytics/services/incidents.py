@@ -310,7 +310,7 @@ def _family_of(incident: Incident) -> tuple:
     return ("budget", incident.budget_id) if incident.kind == IncidentKind.BUDGET else ("cost",)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # part of the detection run's transaction
 def incidents_record(
     *, tenant: Tenant, anomalies: Sequence[Anomaly], context: DetectionContext
 ) -> IncidentOutcome:

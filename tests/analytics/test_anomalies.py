@@ -317,6 +317,28 @@ def test_budget_exceeded_for_a_feature_records_when_it_ran_out(tenant, frozen):
     assert of_type(result, AnomalyType.BUDGET_WARNING) == []
 
 
+def test_budget_exhaustion_found_once_per_period_at_the_same_limit(tenant, frozen):
+    # given a monthly budget exceeded on D - 1, whose anomaly recorded when it ran out
+    budget = BudgetFactory(tenant=tenant, daily_limit_cents=None, monthly_limit_cents=100)
+    spend(tenant, at(days_before(1), 8), 150)
+    with time_machine.travel(at(days_before(1), 12), tick=False):
+        (first,) = of_type(anomalies_detect(tenant=tenant), AnomalyType.BUDGET_EXCEEDED)
+    assert first.metadata["eta_exhausted_at"] == "2026-03-15T08:00:00Z"
+    # (an instant only that earlier run could know, to tell reuse from recomputation)
+    first.metadata["eta_exhausted_at"] = "2026-03-15T08:00:05Z"
+    first.save()
+
+    # when detection runs on D: the instant found earlier in the period is kept
+    (today,) = of_type(anomalies_detect(tenant=tenant), AnomalyType.BUDGET_EXCEEDED)
+    assert today.metadata["eta_exhausted_at"] == "2026-03-15T08:00:05Z"
+
+    # and once the limit changes, it is found again from the records
+    budget.monthly_limit_cents = 120
+    budget.save()
+    (again,) = of_type(anomalies_detect(tenant=tenant), AnomalyType.BUDGET_EXCEEDED)
+    assert again.metadata["eta_exhausted_at"] == "2026-03-15T08:00:00Z"
+
+
 def test_monthly_budget_warning_at_ninety_percent_is_high(tenant, frozen):
     BudgetFactory(tenant=tenant, daily_limit_cents=None, monthly_limit_cents=1000)
     spend(tenant, at(date(2026, 3, 2)), 900, user_id="u1")
