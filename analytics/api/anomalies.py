@@ -17,7 +17,7 @@ from analytics.api.anomaly_serializers import (
 )
 from analytics.api.incident_serializers import DetectionResultSerializer
 from analytics.api.permissions import request_actor
-from analytics.api.views import SchemaSafeMixin
+from analytics.api.views import SchemaSafeMixin, validated
 from analytics.api.viewsets import TenantScopedMixin
 from analytics.models import Anomaly, AnomalyStatus, AnomalyType, EntityType, Severity
 from analytics.selectors.anomalies import anomaly_detail_queryset, anomaly_list
@@ -32,12 +32,6 @@ from analytics.services.anomaly_lifecycle import (
 def register(router) -> list:
     router.register("anomalies", AnomalyViewSet, basename="anomaly")
     return []
-
-
-def _validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 @extend_schema_view(
@@ -65,7 +59,7 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
     def get_tenant_queryset(self, tenant):
         if self.action != "list":
             return anomaly_detail_queryset(tenant=tenant)
-        filters = _validated(AnomalyFilterSerializer, self.request.query_params)
+        filters = validated(AnomalyFilterSerializer, self.request.query_params)
         return anomaly_list(
             tenant=tenant,
             status=filters.get("status"),
@@ -79,7 +73,7 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
     @extend_schema(request=DetectInputSerializer, responses=DetectionResultSerializer)
     @action(detail=False, methods=["post"])
     def detect(self, request):
-        data = _validated(DetectInputSerializer, request.data)
+        data = validated(DetectInputSerializer, request.data)
         result = anomalies_detect(
             tenant=self.get_tenant(), as_of=data.get("as_of"), dry_run=data["dry_run"]
         )
@@ -89,7 +83,7 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         anomaly = self.get_object()
-        _validated(AcknowledgeInputSerializer, request.data)
+        validated(AcknowledgeInputSerializer, request.data)
         anomaly = anomaly_acknowledge(anomaly=anomaly, actor=request_actor(request))
         return Response(AnomalySerializer(anomaly).data)
 
@@ -97,7 +91,7 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
         anomaly = self.get_object()
-        data = _validated(ResolveInputSerializer, request.data)
+        data = validated(ResolveInputSerializer, request.data)
         anomaly = anomaly_resolve(
             anomaly=anomaly,
             actor=request_actor(request),
@@ -110,6 +104,6 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
     @action(detail=True, methods=["post"])
     def feedback(self, request, pk=None):
         anomaly = self.get_object()
-        data = _validated(FeedbackInputSerializer, request.data)
+        data = validated(FeedbackInputSerializer, request.data)
         anomaly = anomaly_label(anomaly=anomaly, actor=request_actor(request), label=data["label"])
         return Response(AnomalySerializer(anomaly).data)

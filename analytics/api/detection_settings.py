@@ -13,7 +13,7 @@ from analytics.api.detection_settings_serializers import (
     PlannedActivitySerializer,
 )
 from analytics.api.permissions import request_actor, request_tenant
-from analytics.api.views import SchemaSafeMixin, service_errors_as_400
+from analytics.api.views import SchemaSafeMixin, service_errors_as_400, validated
 from analytics.api.viewsets import TenantScopedMixin
 from analytics.models import PlannedActivity
 from analytics.selectors.detection_settings import detection_settings_overview
@@ -29,12 +29,6 @@ from analytics.services.detection_settings import (
 def register(router) -> list:
     router.register("planned-activities", PlannedActivityViewSet, basename="planned-activity")
     return [path("detection-settings/", DetectionSettingsView.as_view(), name="detection-settings")]
-
-
-def _validated(serializer_class, data, *, partial: bool = False) -> dict:
-    serializer = serializer_class(data=data, partial=partial)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class DetectionSettingsView(APIView):
@@ -56,7 +50,7 @@ class DetectionSettingsView(APIView):
         return self._update(request, partial=True)
 
     def _update(self, request, *, partial: bool) -> Response:
-        values = _validated(DetectionSettingsInputSerializer, request.data, partial=partial)
+        values = validated(DetectionSettingsInputSerializer, request.data, partial=partial)
         with service_errors_as_400():
             detection_settings_update(
                 tenant=request_tenant(request),
@@ -91,7 +85,7 @@ class PlannedActivityViewSet(
         request=PlannedActivityInputSerializer, responses={201: PlannedActivitySerializer}
     )
     def create(self, request):
-        data = _validated(PlannedActivityInputSerializer, request.data)
+        data = validated(PlannedActivityInputSerializer, request.data)
         with service_errors_as_400():
             plan = planned_activity_create(
                 tenant=self.get_tenant(), data=data, actor=request_actor(request)
@@ -101,7 +95,7 @@ class PlannedActivityViewSet(
     @extend_schema(request=PlannedActivityInputSerializer, responses=PlannedActivitySerializer)
     def partial_update(self, request, pk=None):
         plan = self.get_object()
-        data = _validated(PlannedActivityInputSerializer, request.data, partial=True)
+        data = validated(PlannedActivityInputSerializer, request.data, partial=True)
         with service_errors_as_400():
             plan = planned_activity_update(planned_activity=plan, data=data)
         return Response(PlannedActivitySerializer(plan).data)

@@ -17,7 +17,7 @@ from analytics.api.incident_serializers import (
     IncidentSerializer,
 )
 from analytics.api.permissions import request_actor
-from analytics.api.views import SchemaSafeMixin
+from analytics.api.views import SchemaSafeMixin, validated
 from analytics.api.viewsets import TenantScopedMixin
 from analytics.models import AnomalyStatus, Incident, IncidentKind, Severity
 from analytics.selectors.incidents import incident_detail_queryset, incident_list
@@ -27,12 +27,6 @@ from analytics.services.incidents import incident_acknowledge, incident_label, i
 def register(router) -> list:
     router.register("incidents", IncidentViewSet, basename="incident")
     return []
-
-
-def _validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 @extend_schema_view(
@@ -58,7 +52,7 @@ class IncidentViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModel
     def get_tenant_queryset(self, tenant):
         if self.action != "list":
             return incident_detail_queryset(tenant=tenant)
-        filters = _validated(IncidentFilterSerializer, self.request.query_params)
+        filters = validated(IncidentFilterSerializer, self.request.query_params)
         return incident_list(
             tenant=tenant,
             status=filters.get("status"),
@@ -78,7 +72,7 @@ class IncidentViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModel
     def acknowledge(self, request, pk=None):
         """open → acknowledged, with its open anomalies; a closed incident is a 409."""
         incident = self.get_object()
-        _validated(AcknowledgeInputSerializer, request.data)
+        validated(AcknowledgeInputSerializer, request.data)
         incident = incident_acknowledge(incident=incident, actor=request_actor(request))
         return self._answer(incident)
 
@@ -96,7 +90,7 @@ class IncidentViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModel
 
     def _close(self, request, resolution: str) -> Response:
         incident = self.get_object()
-        data = _validated(IncidentCloseInputSerializer, request.data)
+        data = validated(IncidentCloseInputSerializer, request.data)
         incident = incident_resolve(
             incident=incident,
             actor=request_actor(request),
@@ -110,7 +104,7 @@ class IncidentViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModel
     def feedback(self, request, pk=None):
         """Label the incident and its anomalies, whatever the status; NO suppresses repeats."""
         incident = self.get_object()
-        data = _validated(FeedbackInputSerializer, request.data)
+        data = validated(FeedbackInputSerializer, request.data)
         incident = incident_label(
             incident=incident, actor=request_actor(request), label=data["label"]
         )

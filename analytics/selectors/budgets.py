@@ -104,14 +104,8 @@ def budget_period_status(*, budget: Budget, period: str, at: datetime) -> dict |
         "spend_cents": spend,
         "limit_cents": limit,
         "usage_pct": round(float(spend) / limit * 100, 2),
-        "eta_exhausted_at": _eta(
-            budget=budget,
-            period=period,
-            at=at,
-            period_start=period_start,
-            period_end=period_end,
-            spend=spend,
-            limit=limit,
+        "eta_exhausted_at": budget_period_eta(
+            budget=budget, period=period, at=at, spend=spend, limit=limit
         ),
     }
 
