@@ -1,12 +1,12 @@
-"""Reads of anomaly detection: the tenant's spend per entity, set-based, one query per rule family.
+"""Reads of the detection rules beyond the daily series: spike breach days and budget spend.
 
 Every read covers all entities of the tenant at once, so a detection run costs the same number
-of queries however many users, features and models the tenant has. The windows are passed in
-as UTC instants; which days a rule looks at is the business of `analytics.services.anomaly_rules`.
+of queries however many users, features and models the tenant has. The daily series every
+rule shares is `analytics.selectors.incidents.entity_daily_series`; which days a rule looks
+at is the business of `analytics.services.anomaly_rules`.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.db import connection
@@ -18,22 +18,6 @@ def _fetch(sql: str, params) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
-
-
-@dataclass(frozen=True)
-class RecentSpend:
-    """One entity's recent spend (the drift columns are meaningful for the tenant only)."""
-
-    entity_type: str
-    entity_id: str | None
-    spike_baseline_spend: float | None
-    spike_baseline_days: int
-    today_spend: float | None
-    rolling_spend: float | None
-    drift_baseline_spend: float | None
-    drift_baseline_days: int
-    has_tracking: bool
-    has_budgets: bool
 
 
 # Breach days in the streak window of every breaching entity; the streak itself (gaps end

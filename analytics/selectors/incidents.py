@@ -234,11 +234,12 @@ def entity_daily_series(
 
 
 def false_alarms_since(*, tenant: Tenant, since: date) -> list[Incident]:
-    """Incidents labelled NO that were still seen on or after `since` (suppression)."""
+    """Incidents labelled NO that were still seen on or after `since`, with their anomalies
+    (suppression compares scopes with theirs)."""
     return list(
         Incident.objects.filter(
             tenant=tenant, feedback_label=FeedbackLabel.NO, last_seen_on__gte=since
-        )
+        ).prefetch_related("anomalies")
     )
 
 

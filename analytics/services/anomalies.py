@@ -52,11 +52,13 @@ def _detect(*, tenant: Tenant, as_of: date | None) -> dict:
     # Runs for the same tenant queue up here, so two of them never open one incident twice.
     context.lock(DETECTION_LOCK_CLASS)
     spend = recent_spend(context=context, clock=clock)
-    has_budgets = any(row.has_budgets for row in spend)
+    monitors = context.monitors
     candidates = [
         *absolute_spike_candidates(tenant=tenant, clock=clock, spend=spend),
-        *sustained_drift_candidates(tenant=tenant, clock=clock, spend=spend),
-        *(budget_breach_candidates(tenant=tenant, clock=clock) if has_budgets else []),
+        *sustained_drift_candidates(
+            tenant=tenant, clock=clock, spend=spend, has_tracking=monitors.has_drift_tracking
+        ),
+        *(budget_breach_candidates(tenant=tenant, clock=clock) if monitors.has_budgets else []),
         *statistical_outlier_candidates(context=context, clock=clock),
     ]
     results = anomaly_candidates_upsert(tenant=tenant, candidates=candidates)

@@ -5,8 +5,9 @@ Spike: an entity whose spend on day D is at least 1.4 times its average active d
 of the last seven at least 1.25 times its average active day of D - 28 ... D - 8, raised after
 three such days in a row. Budgets: the day's and the month's spend against each active budget.
 Outlier: day D - 1 of every entity against its seasonal, trend-aware expectation.
-The arithmetic lives in `analytics.services.detection` and the reads in
-`analytics.selectors.detection`; this module writes the breach history and drift tracking.
+The arithmetic lives in `analytics.services.detection`; the spend comes from the run's daily
+series (`DetectionContext`) and `analytics.selectors.detection`; this module writes the
+breach history and drift tracking.
 """
 
 import math
@@ -24,7 +25,6 @@ from analytics.selectors.budgets import (
     budget_period_eta,
 )
 from analytics.selectors.detection import (
-    RecentSpend,
     active_budgets_with_spend,
     spike_breach_days,
 )
@@ -60,6 +60,20 @@ def _execute(sql: str, params) -> None:
         cursor.execute(sql, params)
 
 
+@dataclass(frozen=True)
+class RecentSpend:
+    """One entity's recent spend (the drift columns are meaningful for the tenant only)."""
+
+    entity_type: str
+    entity_id: str | None
+    spike_baseline_spend: float
+    spike_baseline_days: int
+    today_spend: float
+    rolling_spend: float
+    drift_baseline_spend: float
+    drift_baseline_days: int
+
+
 # The spike rule lists users, then features, then the tenant, each kind in byte order.
 _SPIKE_ORDER = {"user": 0, "feature": 1, "tenant": 2}
 
@@ -93,8 +107,6 @@ def recent_spend(*, context: DetectionContext, clock: DetectionClock) -> list[Re
                 rolling_spend=series.total(scope, back(engine.DRIFT_ROLLING_DAYS - 1), day),
                 drift_baseline_spend=series.total(scope, drift_first, drift_last),
                 drift_baseline_days=series.active_days(scope, drift_first, drift_last),
-                has_tracking=context.monitors.has_drift_tracking,
-                has_budgets=context.monitors.has_budgets,
             )
         )
     return rows
@@ -209,7 +221,7 @@ WHERE tenant_id = %(tenant_id)s AND entity_type = 'tenant' AND entity_id IS NULL
 
 
 def sustained_drift_candidates(
-    *, tenant: Tenant, clock: DetectionClock, spend: list[RecentSpend]
+    *, tenant: Tenant, clock: DetectionClock, spend: list[RecentSpend], has_tracking: bool
 ) -> list[AnomalyCandidate]:
     """Advance the tenant's drift streak for day D; raise it once it is long enough."""
     row = next((r for r in spend if r.entity_type == EntityType.TENANT), None)
@@ -226,7 +238,7 @@ def sustained_drift_candidates(
 
     if reading.ratio < engine.DRIFT_RATIO:
         # The streak ends (a conditional UPDATE: an older backtest day changes nothing).
-        if row.has_tracking:
+        if has_tracking:
             _execute(
                 _DRIFT_STOP_SQL,
                 {"tenant_id": tenant.pk, "as_of": clock.as_of, "now": timezone.now()},

@@ -93,6 +93,7 @@ class Verdict:
     material: bool
     reason: str
     judgement: WindowJudgement | None = None
+    suppressed_by: int | None = None  # the false-alarm incident that silenced it
 
     @property
     def family(self) -> tuple:
@@ -228,7 +229,7 @@ class IncidentOutcome:
 
     @property
     def suppressed(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.reason.startswith("suppressed")]
+        return [v for v in self.verdicts if v.suppressed_by is not None]
 
 
 def _touches(incident: Incident, verdict: Verdict) -> bool:
@@ -342,7 +343,7 @@ def incidents_record(
                 false_alarms = false_alarms_since(tenant=tenant, since=since)
             suppressor = _suppressor(verdict, false_alarms, context.settings.suppression_days)
             if suppressor is not None:
-                verdict.material = False
+                verdict.material, verdict.suppressed_by = False, suppressor.pk
                 verdict.reason = f"suppressed by false-alarm incident {suppressor.pk}"
                 continue
             target = _incident_open(tenant=tenant, verdict=verdict, now=now)
