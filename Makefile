@@ -10,13 +10,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Reinstall only when requirements.txt changes; the stamp lives in the venv it describes.
+# Reinstall only when a requirements file changes; the stamps live in the venv they describe.
+# `make run` needs only the runtime set; tests, lint and benchmarks add requirements-dev.txt.
 STAMP := $(VENV)/.requirements.stamp
+DEV_STAMP := $(VENV)/.requirements-dev.stamp
 PYTEST_ARGS ?=
 PYTEST_ALLOW_EMPTY ?=
 BENCH_ARGS ?=
 
-.PHONY: venv install run test lint format bench
+.PHONY: venv install install-dev run test lint format bench
 
 venv: $(BIN)/python
 
@@ -29,11 +31,17 @@ $(STAMP): requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
 	touch $@
 
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): requirements-dev.txt $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
 run: install
 	$(BIN)/python scripts/run.py
 
 # pytest exits 5 when it collected no tests: a failure, unless PYTEST_ALLOW_EMPTY=1.
-test: install
+test: install-dev
 	@echo "$(BIN)/pytest $(PYTEST_ARGS)"; \
 	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ "$$status" -eq 5 ] && [ "$(PYTEST_ALLOW_EMPTY)" = 1 ]; then \
@@ -41,16 +49,16 @@ test: install
 	fi; \
 	exit $$status
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 # Files starting with "_" are helpers, not benchmarks.
-bench: install
+bench: install-dev
 	@found=0; \
 	for script in bench/*.py; do \
 		case "$$(basename "$$script")" in _*) continue;; esac; \
