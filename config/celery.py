@@ -1,16 +1,24 @@
 """Celery application; tasks live in each app's tasks.py and are found by autodiscovery."""
 
+import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import after_setup_logger, beat_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("costwise")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# A task beat sends more often than this is routine: Celery's per-run INFO lines about it
+# are dropped from the log (RoutineTaskFilter).
+ROUTINE_PERIOD = timedelta(minutes=1)
+# Set by scripts/run.py: the worker and beat touch a file here once they are up.
+READY_DIR_ENV = "COSTWISE_READY_DIR"
 
 
 @app.on_after_configure.connect
@@ -29,3 +37,67 @@ def _ensure_filesystem_broker_folders(sender, **kwargs) -> None:
 def heartbeat_task() -> dict:
     """Prove that a worker consumes tasks; used by the readiness tests and operators."""
     return {"status": "ok", "at": datetime.now(UTC).isoformat()}
+
+
+class RoutineTaskFilter(logging.Filter):
+    """Drop the INFO lines Celery writes for every run of a routine task.
+
+    The alert outbox runs every 10 s: beat's "Sending due task" line and the worker's
+    "received" and "succeeded" lines for it would bury everything else. Warnings and
+    errors pass, and so does whatever the task itself logs (a delivered alert, say).
+    """
+
+    def __init__(self, task_names: set[str]) -> None:
+        super().__init__()
+        self.task_names = frozenset(task_names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or _task_name(record) not in self.task_names
+
+
+def _task_name(record: logging.LogRecord) -> str | None:
+    args = record.args
+    if record.name == "celery.beat" and isinstance(args, tuple) and len(args) == 2:
+        return args[1]  # "Scheduler: Sending due task %s (%s)": entry name, task name
+    if record.name in ("celery.app.trace", "celery.worker.strategy") and isinstance(args, dict):
+        return args.get("name")  # "Task %(name)s[%(id)s] received / succeeded ..."
+    return None
+
+
+def routine_tasks(schedule: dict) -> set[str]:
+    """Return the names of the tasks `schedule` runs more often than ROUTINE_PERIOD."""
+    names = set()
+    for entry in schedule.values():
+        every = entry["schedule"]
+        if isinstance(every, int | float):
+            every = timedelta(seconds=every)
+        if isinstance(every, timedelta) and every < ROUTINE_PERIOD:
+            names.add(entry["task"])
+    return names
+
+
+@after_setup_logger.connect
+def _quiet_routine_tasks(sender=None, logger=None, **kwargs) -> None:
+    # On the handlers, not the logger: records of Celery's child loggers reach the root
+    # logger's handlers without passing the root logger's own filters.
+    log_filter = RoutineTaskFilter(routine_tasks(app.conf.beat_schedule or {}))
+    for handler in logger.handlers:
+        handler.addFilter(log_filter)
+
+
+@worker_ready.connect
+def _worker_ready_mark(sender=None, **kwargs) -> None:
+    _ready_mark("worker")
+
+
+@beat_init.connect
+def _beat_ready_mark(sender=None, **kwargs) -> None:
+    _ready_mark("beat")
+
+
+def _ready_mark(name: str) -> None:
+    # scripts/run.py prints its summary once web, worker and beat are all up, so that the
+    # summary is the last thing start-up writes to the console.
+    folder = os.environ.get(READY_DIR_ENV)
+    if folder:
+        Path(folder, name).touch()

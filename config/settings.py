@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "analytics.api.middleware.ApiBodyLimitMiddleware",
+    # JSON errors under /api/: NUL bytes in the URL, and any exception a view lets escape.
+    "analytics.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Admin and Swagger UI assets are served by the service itself, also under gunicorn.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -128,10 +130,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["analytics.api.permissions.IsTenantKey"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser plus a nesting bound (analytics/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["analytics.api.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["analytics.api.renderers.MoneyJSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "analytics.api.pagination.CursorPage",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "analytics.api.openapi.ErrorResponsesAutoSchema",
     "EXCEPTION_HANDLER": "analytics.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 50,
@@ -157,6 +160,9 @@ SPECTACULAR_SETTINGS = {
         "SnapshotStatusEnum": "analytics.models.choices.SnapshotStatus",
         "FeedbackSeverityEnum": "feedback.choices.FeedbackSeverity",
         "CanaryStatusEnum": "costsim.models.CanaryStatus",
+        "VerdictEnum": "costsim.models.Verdict",
+        "DatasetVerdictEnum": "costsim.api.safety_serializers.DATASET_VERDICTS",
+        "IncidentKindEnum": "analytics.models.incidents.IncidentKind",
     },
 }
 
@@ -248,6 +254,17 @@ COSTSIM_CANARY_SAMPLE_COUNT = env_int("COSTSIM_CANARY_SAMPLE_COUNT", 100, minimu
 COSTSIM_CANARY_DRIFT_THRESHOLD = env_float(
     "COSTSIM_CANARY_DRIFT_THRESHOLD", 0.2, minimum=0.0, maximum=1.0
 )
+# Fewest evaluated samples on which the canary judges V2 and the divergence report gives KL
+# and JS; below it they report `insufficient_data`. 100 is the smallest round n at which one
+# stray sample cannot push the ten-bin KL past the 0.2 gate alone (docs/decisions.md,
+# "Canary and drift with too few samples").
+COSTSIM_MIN_DRIFT_SAMPLES = env_int("COSTSIM_MIN_DRIFT_SAMPLES", 100, minimum=1, maximum=1000)
+if COSTSIM_CANARY_SAMPLE_COUNT < COSTSIM_MIN_DRIFT_SAMPLES:
+    raise ImproperlyConfigured(
+        f"COSTSIM_CANARY_SAMPLE_COUNT ({COSTSIM_CANARY_SAMPLE_COUNT}) is below "
+        f"COSTSIM_MIN_DRIFT_SAMPLES ({COSTSIM_MIN_DRIFT_SAMPLES}): the scheduled canary "
+        "could never take enough samples to decide"
+    )
 COSTSIM_CALIBRATION_TOLERANCE = env_float("COSTSIM_CALIBRATION_TOLERANCE", 0.25, minimum=0.0)
 COSTSIM_RUNBOOK_URL = env_str("COSTSIM_RUNBOOK_URL") or ""
 ALERTMANAGER_URL = (env_str("ALERTMANAGER_URL") or "").rstrip("/") or None

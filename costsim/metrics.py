@@ -54,7 +54,7 @@ cb_alert_send_failures_total = Counter(
 )
 job_runs_total = Counter("costsim_job_runs", "CostSim job runs", ["job", "outcome"])
 
-for _status in ("pass", "fail", "error", "skipped"):
+for _status in ("pass", "fail", "error", "skipped", "insufficient_data"):
     canary_runs_total.labels(status=_status)
 for _reason, _severity in product(
     ("drift", "canary", "schema_error", "manual"), ("P1", "P2", "P3")

@@ -192,20 +192,28 @@ class CanaryStatus(models.TextChoices):
     FAIL = "fail", "Fail"
     ERROR = "error", "Error"
     SKIPPED = "skipped", "Skipped"
+    # Too few samples to judge V2: neither a pass nor a failure, the breaker is not told.
+    INSUFFICIENT_DATA = "insufficient_data", "Insufficient data"
 
 
 class CanaryReport(models.Model):
     run_id = models.CharField(max_length=12, unique=True)
     timestamp = models.DateTimeField()
-    status = models.CharField(max_length=8, choices=CanaryStatus.choices)
+    status = models.CharField(max_length=20, choices=CanaryStatus.choices)
     total_samples = models.IntegerField(default=0)
+    # Samples that V1 and V2 both estimated (total_samples minus those that raised).
+    evaluated_samples = models.IntegerField(default=0)
+    # The floor the run was judged against (COSTSIM_MIN_DRIFT_SAMPLES); null on reports
+    # written before the floor existed.
+    min_samples = models.IntegerField(null=True, blank=True)
     matching_samples = models.IntegerField(default=0)
     minor_drift_samples = models.IntegerField(default=0)
     major_drift_samples = models.IntegerField(default=0)
     median_cost_diff = models.FloatField(default=0.0)
     p90_cost_diff = models.FloatField(default=0.0)
-    kl_divergence = models.FloatField(default=0.0)
-    js_distance = models.FloatField(default=0.0)
+    # Null when fewer than min_samples were evaluated: a distance on so few is not computed.
+    kl_divergence = models.FloatField(null=True, blank=True)
+    js_distance = models.FloatField(null=True, blank=True)
     outlier_count = models.IntegerField(default=0)
     passed = models.BooleanField(default=False)
     failure_reasons = models.JSONField(default=list, blank=True)

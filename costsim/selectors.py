@@ -1,4 +1,5 @@
-"""Reads of costsim data: provenance lists and statistics, the breaker row.
+"""Reads of costsim data: provenance lists and statistics, the breaker row, its incidents and
+the canary reports.
 
 Every provenance read takes the tenant explicitly; the only cross-tenant reads are the
 ones a job needs (the backfill duplicate check, the export command with no tenant).
@@ -14,7 +15,7 @@ from django.db.models import Avg, Count, Max, Min, QuerySet, StdDev
 
 from analytics.models import Tenant
 from analytics.selectors.records import created_between
-from costsim.models import BREAKER_NAME, CircuitBreaker, Provenance
+from costsim.models import BREAKER_NAME, BreakerIncident, CanaryReport, CircuitBreaker, Provenance
 
 EMPTY_DRIFT_STATS = {
     "total": 0,
@@ -47,6 +48,29 @@ def provenance_list(
     if input_hash is not None:
         queryset = queryset.filter(input_hash=input_hash)
     return created_between(queryset, start, end).order_by("-created_at", "-id")
+
+
+def breaker_incident_list(*, include_resolved: bool = False) -> QuerySet[BreakerIncident]:
+    """Return the breaker incidents, newest first; the open ones only unless asked."""
+    queryset = BreakerIncident.objects.order_by("-created_at", "-id")
+    if not include_resolved:
+        queryset = queryset.filter(resolved=False)
+    return queryset
+
+
+def canary_report_list(
+    *, status: str | None = None, passed: bool | None = None
+) -> QuerySet[CanaryReport]:
+    """Return the persisted canary reports matching the filters, newest first.
+
+    The sample lists are left unloaded: list views never show them.
+    """
+    queryset = CanaryReport.objects.defer("comparisons", "diffs").order_by("-timestamp", "-id")
+    if status is not None:
+        queryset = queryset.filter(status=status)
+    if passed is not None:
+        queryset = queryset.filter(passed=passed)
+    return queryset
 
 
 def provenance_count(**filters) -> int:
@@ -102,6 +126,24 @@ def provenance_existing_keys(*, keys: Collection[tuple[int, str]]) -> set[tuple[
     return set(found) & set(keys)
 
 
+def provenance_existing_rows(
+    *, keys: Collection[tuple[int, str, datetime]]
+) -> set[tuple[int, str, datetime]]:
+    """Return the (tenant_id, input_hash, created_at) triples of `keys` that have a row.
+
+    How the backfill recognises an exported row restored before; one query, narrowed by
+    the (tenant, input_hash) index and intersected like provenance_existing_keys.
+    """
+    if not keys:
+        return set()
+    found = Provenance.objects.filter(
+        tenant_id__in={tenant_id for tenant_id, _, _ in keys},
+        input_hash__in={input_hash for _, input_hash, _ in keys},
+        created_at__in={created_at for _, _, created_at in keys},
+    ).values_list("tenant_id", "input_hash", "created_at")
+    return set(found) & set(keys)
+
+
 def provenance_export_rows(
     *,
     tenant: Tenant | None = None,
@@ -146,6 +188,12 @@ def _snapshot_sql() -> str:
         f"SELECT {columns} FROM {quote(opts.db_table)} "
         f"WHERE {quote(opts.get_field('name').column)} = %s"
     )
+
+
+def circuit_breaker_snapshot_sql() -> str:
+    """The SELECT of circuit_breaker_snapshot (one `%s` parameter, BREAKER_NAME), for a
+    caller that reads the row in a statement of its own; its columns are BreakerSnapshot's."""
+    return _snapshot_sql()
 
 
 def circuit_breaker_snapshot() -> BreakerSnapshot | None:

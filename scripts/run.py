@@ -4,7 +4,14 @@
 there is none, resolves the database once (starting the embedded PostgreSQL when
 DATABASE_URL is unset) and hands the URL to every child, empties the Prometheus
 multiprocess directory, migrates, seeds the demo tenant, creates the `admin` operator
-(password printed once), then starts gunicorn, a Celery worker and Celery beat.
+(password printed once), then starts gunicorn, a Celery worker and Celery beat. Once the
+web server answers and the worker and beat are up, it prints one summary (URLs, the demo
+API key and the admin login, or how to get new ones) as the last start-up output.
+
+The console stays readable: gunicorn and beat log warnings and errors only, the worker
+logs at INFO without Celery's lines about the alert outbox that runs every 10 s
+(config/celery.py, RoutineTaskFilter). GUNICORN_BIND (default 127.0.0.1:8000) moves the
+server to another address.
 
 Ctrl-C (SIGINT) or SIGTERM stops every child, waits for them, and only then lets the
 embedded database stop. If one child dies, the others are stopped too and the exit
@@ -19,12 +26,16 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -35,6 +46,18 @@ METRICS_DIR = BASE_DIR / ".data" / "prometheus"
 # Celery's warm shutdown lets a running task finish; do not wait forever for it.
 STOP_TIMEOUT = 20.0
 READY_TIMEOUT = 120.0
+# The worker and beat touch these files in COSTWISE_READY_DIR once up (config/celery.py).
+READY_MARKS = ("worker", "beat")
+MARK_SETTLE = 0.5
+OPERATOR = "admin"
+DEMO_TENANT = "demo"
+# What seed_demo and create_operator print before the one-time secrets.
+DEMO_KEY_MARKER = "API key of the demo tenant (shown once):"
+LOGIN_PREFIX = "Admin login: "
+
+
+class StepFailed(Exception):
+    """A set-up command failed, or a stop was requested while it ran."""
 
 
 class Launcher:
@@ -47,29 +70,50 @@ class Launcher:
             print(f"\n[run] {signal.Signals(signum).name}: stopping...", flush=True)
         self.stop_requested = True
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], *, capture: bool = False
+    ) -> subprocess.Popen:
         # A session of its own: the terminal's Ctrl-C reaches only this launcher, which
         # then stops each child in order instead of everything at once.
-        proc = subprocess.Popen(argv, cwd=BASE_DIR, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=BASE_DIR,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE if capture else None,
+            text=capture,
+        )
         self.children[name] = proc
         return proc
 
-    def step(self, name: str, argv: list[str], env: dict[str, str]) -> bool:
-        """Run one set-up command to completion; False if it failed or a stop came first."""
+    def step(self, name: str, argv: list[str], env: dict[str, str]) -> list[str]:
+        """Run one set-up command to completion, echoing its output; return its stdout lines.
+
+        Raise StepFailed if it fails or a stop is requested first.
+        """
         print(f"[run] {name}: {' '.join(argv[1:])}", flush=True)
-        proc = self.spawn(name, argv, env)
+        proc = self.spawn(name, argv, env, capture=True)
+        lines: list[str] = []
+        echo = threading.Thread(target=_echo_lines, args=(proc.stdout, lines), daemon=True)
+        echo.start()
         while proc.poll() is None:
             if self.stop_requested:
                 self.stop_all()
-                return False
+                raise StepFailed(name)
             time.sleep(0.1)
+        echo.join()
         del self.children[name]
         if proc.returncode != 0:
             print(f"[run] {name} failed with exit status {proc.returncode}", flush=True)
-            return False
-        return True
+            raise StepFailed(name)
+        return lines
 
-    def supervise(self, health_url: str) -> int:
+    def supervise(self, health_url: str, ready_dir: Path, on_ready: Callable[[float], None]) -> int:
+        """Watch the children until a stop; call `on_ready(seconds)` once all are up.
+
+        Up means the web server answers `health_url` and the worker and beat have marked
+        `ready_dir`. A child that exits stops the others; the status is then 1.
+        """
         started = time.monotonic()
         up = False
         while not self.stop_requested:
@@ -78,16 +122,17 @@ class Launcher:
                     print(f"[run] {name} exited with status {proc.returncode}", flush=True)
                     self.stop_all()
                     return 1
-            if not up and _answers(health_url):
+            if not up and _all_marked(ready_dir) and _answers(health_url):
                 up = True
-                elapsed = time.monotonic() - started
+                on_ready(time.monotonic() - started)
+            elif not up and time.monotonic() - started > READY_TIMEOUT:
+                waiting = [m for m in READY_MARKS if not (ready_dir / m).exists()]
+                if not _answers(health_url):
+                    waiting.insert(0, f"an answer from {health_url}")
                 print(
-                    f"[run] costwise is up on {health_url.removesuffix('api/health/')} "
-                    f"({elapsed:.1f}s); Ctrl-C stops it",
+                    f"[run] not up after {READY_TIMEOUT:.0f}s; waiting for {', '.join(waiting)}",
                     flush=True,
                 )
-            elif not up and time.monotonic() - started > READY_TIMEOUT:
-                print(f"[run] no answer from {health_url} after {READY_TIMEOUT:.0f}s", flush=True)
                 self.stop_all()
                 return 1
             time.sleep(0.2)
@@ -142,12 +187,14 @@ def main(argv: list[str] | None = None) -> int:
 
     python = sys.executable
     manage = [python, "manage.py"]
-    if not launcher.step("migrate", [*manage, "migrate", "--noinput"], env):
-        return 1
     seed = not args.no_seed and _has_command("seed_demo")
-    if seed and not launcher.step("seed_demo", [*manage, "seed_demo"], env):
-        return 1
-    if not launcher.step("operator", [*manage, "create_operator"], env):
+    try:
+        launcher.step("migrate", [*manage, "migrate", "--noinput"], env)
+        seeded = launcher.step("seed_demo", [*manage, "seed_demo"], env) if seed else None
+        operator = launcher.step(
+            "operator", [*manage, "create_operator", "--username", OPERATOR], env
+        )
+    except StepFailed:
         return 1
 
     bind = env.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -155,8 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         launcher.spawn("web", [*manage, "runserver", bind], env)
     else:
         gunicorn_conf = str(BASE_DIR / "config" / "gunicorn.conf.py")
-        launcher.spawn("web", [python, "-m", "gunicorn", "-c", gunicorn_conf], env)
-    celery = [python, "-m", "celery", "-A", "config"]
+        launcher.spawn(
+            "web",
+            [python, "-m", "gunicorn", "-c", gunicorn_conf, "--log-level", "warning"],
+            env,
+        )
+    ready_dir = Path(tempfile.mkdtemp(prefix="costwise-run-"))
+    env["COSTWISE_READY_DIR"] = str(ready_dir)
+    # --quiet drops the banners; a start-up problem is still logged as an error.
+    celery = [python, "-m", "celery", "-A", "config", "--quiet"]
     # One local worker has no peers: gossip, mingle and event heartbeats would only leave
     # messages for dead workers' queues behind in the file-system broker.
     launcher.spawn(
@@ -171,19 +225,111 @@ def main(argv: list[str] | None = None) -> int:
         ],
         env,
     )
+    # Beat's INFO lines are one "Sending due task" per job run; the worker logs the runs.
     launcher.spawn(
         "beat",
         [
             *celery,
             "beat",
-            "--loglevel=INFO",
+            "--loglevel=WARNING",
             "--scheduler=django_celery_beat.schedulers:DatabaseScheduler",
         ],
         env,
     )
-    status = launcher.supervise(f"http://{bind}/api/health/")
+
+    def on_ready(elapsed: float) -> None:
+        text = summary(
+            base_url=base_url(bind),
+            elapsed=elapsed,
+            api_key=demo_key_from(seeded) if seeded is not None else None,
+            seeded=seeded is not None,
+            login=operator_login_from(operator),
+            manage=manage_hint(),
+        )
+        print(text, flush=True)
+
+    try:
+        status = launcher.supervise(f"http://{bind}/api/health/", ready_dir, on_ready)
+    finally:
+        shutil.rmtree(ready_dir, ignore_errors=True)
     print("[run] all processes stopped", flush=True)
     return status
+
+
+def summary(
+    *,
+    base_url: str,
+    elapsed: float,
+    api_key: str | None,
+    seeded: bool,
+    login: str | None,
+    manage: str,
+) -> str:
+    """The block printed once everything is up: where things are and how to get in.
+
+    `api_key` and `login` are the secrets this run created (None when they already
+    existed, as on every run after the first); without them the block says which command
+    makes new ones.
+    """
+    if login is not None:
+        admin_login = login
+    else:
+        admin_login = f"{OPERATOR} (new password: {manage} changepassword {OPERATOR})"
+    if api_key is not None:
+        key = f"{api_key}  (tenant {DEMO_TENANT}; shown only on this first run)"
+    elif seeded:
+        key = f"new key for tenant {DEMO_TENANT}: {manage} create_api_key {DEMO_TENANT}"
+    else:
+        key = f"{manage} create_tenant <slug> (new tenant) or create_api_key <slug>"
+    rows = [
+        ("API", f"{base_url}api/v1/"),
+        ("API docs", f"{base_url}api/docs/"),
+        ("Admin", f"{base_url}admin/"),
+        ("Admin login", admin_login),
+        ("API key", key),
+        ("Metrics", f"{base_url}metrics"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [
+        "",
+        f"== costwise is up ({elapsed:.1f}s); Ctrl-C stops it",
+        *(f"   {label.ljust(width)}  {value}" for label, value in rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def demo_key_from(lines: list[str]) -> str | None:
+    """The API key seed_demo printed after DEMO_KEY_MARKER, or None (the tenant had one)."""
+    for marker, key in zip(lines, lines[1:], strict=False):
+        if marker.strip() == DEMO_KEY_MARKER:
+            return key.strip() or None
+    return None
+
+
+def operator_login_from(lines: list[str]) -> str | None:
+    """`user / password` as create_operator printed it, or None (the operator existed)."""
+    for line in lines:
+        if line.startswith(LOGIN_PREFIX):
+            return line.removeprefix(LOGIN_PREFIX).strip()
+    return None
+
+
+def base_url(bind: str) -> str:
+    """The URL a browser on this machine opens for a gunicorn/runserver `host:port`."""
+    host, _, port = bind.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/"
+
+
+def manage_hint() -> str:
+    """How to call manage.py with this interpreter, as the user would type it here."""
+    try:
+        python = Path(sys.executable).relative_to(BASE_DIR)
+    except ValueError:
+        python = Path(sys.executable)
+    return f"{python} manage.py"
 
 
 def dotenv_ensure(path: Path) -> None:
@@ -206,6 +352,23 @@ def metrics_dir_reset(path: Path) -> Path:
     for stale in path.glob("*.db"):
         stale.unlink()
     return path
+
+
+def _echo_lines(stream, lines: list[str]) -> None:
+    for line in stream:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        lines.append(line.rstrip("\n"))
+
+
+def _all_marked(ready_dir: Path) -> bool:
+    # Each mark must have settled: the worker logs its own "ready" line just after marking.
+    now = time.time()
+    try:
+        ages = [now - (ready_dir / mark).stat().st_mtime for mark in READY_MARKS]
+    except FileNotFoundError:
+        return False
+    return min(ages) >= MARK_SETTLE
 
 
 def _has_command(name: str) -> bool:

@@ -1,6 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
+from analytics.api import authentication
 from analytics.models import ApiKey
 from tests.factories import ApiKeyFactory, TenantFactory
 
@@ -9,6 +10,13 @@ def key_client(raw_key: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _forget_cached_api_keys():
+    """Authentication keeps keys per process; a test's rolled-back keys must not outlive it."""
+    yield
+    authentication._usable_keys.clear()
 
 
 @pytest.fixture

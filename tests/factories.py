@@ -96,3 +96,29 @@ class BudgetFactory(factory.django.DjangoModelFactory):
 def utc(*args) -> datetime:
     """utc(2026, 3, 2, 10) -> an aware UTC datetime; keeps test data short."""
     return datetime(*args, tzinfo=UTC)
+
+
+class ChannelFactory(factory.django.DjangoModelFactory):
+    """A webhook channel with a fixed test secret; give `url=` a local receiver's."""
+
+    class Meta:
+        model = "notifications.Channel"
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"channel-{n}")
+    kind = "webhook"
+    url = "https://hooks.example.com/costwise"
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class RuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "notifications.Rule"
+
+    tenant = factory.LazyAttribute(lambda o: o.channel.tenant)
+    channel = factory.SubFactory(ChannelFactory)
+    events = factory.LazyFunction(
+        lambda: ["incident.opened", "incident.escalated", "incident.resolved", "budget.threshold"]
+    )
+    min_severity = "LOW"
+    mode = "immediate"

@@ -1,9 +1,13 @@
+import json
 import re
 
+import jsonschema_rs
 import pytest
 import yaml
 from django.contrib.staticfiles import finders
 from drf_spectacular.validation import validate_schema
+
+from costsim.services.estimators import V1_SKILLS
 
 pytestmark = pytest.mark.django_db
 
@@ -100,3 +104,125 @@ def test_docs_page_loads_its_assets_from_the_service_itself(client):
         assert url.startswith("/static/"), f"{url} is not served locally"
         assert finders.find(url.removeprefix("/static/")) is not None
     assert "cdn" not in page.lower()
+
+
+def _served_schema(client) -> dict:
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi")
+    return yaml.safe_load(response.content)
+
+
+def _operations(schema: dict):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                yield f"{method.upper()} {path}", operation
+
+
+def _is_free_form(body_schema: dict) -> bool:
+    if "$ref" in body_schema:
+        return False
+    if body_schema.get("type") == "array":
+        return _is_free_form(body_schema.get("items") or {})
+    if body_schema.get("type") == "object":
+        values = body_schema.get("additionalProperties")
+        return not body_schema.get("properties") and not (values and _is_typed(values))
+    return not body_schema
+
+
+def _is_typed(value_schema) -> bool:
+    return isinstance(value_schema, dict) and bool(value_schema)
+
+
+def test_every_json_response_has_a_typed_body(client):
+    # given
+    schema = _served_schema(client)
+    # when
+    free_form = [
+        f"{label} {status}"
+        for label, operation in _operations(schema)
+        for status, response in operation["responses"].items()
+        if _is_free_form(
+            response.get("content", {}).get("application/json", {}).get("schema", {"$ref": ""})
+        )
+    ]
+    # then
+    assert free_form == []
+
+
+def test_every_operation_documents_the_error_body(client):
+    # given
+    schema = _served_schema(client)
+    error = {"$ref": "#/components/schemas/Error"}
+    # when
+    missing = []
+    for label, operation in _operations(schema):
+        method, path = label.split(" ", 1)
+        expected = {"400", "401", "403"}
+        if method in ("POST", "PUT", "PATCH"):
+            expected |= {"413", "415"}
+        if "{" in path:
+            expected.add("404")
+        for status in sorted(expected):
+            body = operation["responses"].get(status, {}).get("content", {})
+            if body.get("application/json", {}).get("schema") != error:
+                missing.append(f"{label} {status}")
+    # then
+    assert missing == []
+    assert set(schema["components"]["schemas"]["Error"]["required"]) == {
+        "error",
+        "message",
+        "field_errors",
+    }
+
+
+def test_state_conflicts_are_documented_as_409(client):
+    # given
+    schema = _served_schema(client)
+    # when
+    conflicts = {
+        label for label, operation in _operations(schema) if "409" in operation["responses"]
+    }
+    # then
+    assert conflicts >= {
+        "POST /api/v1/cost-records/",
+        "POST /api/v1/runs/",
+        "POST /api/v1/anomalies/{id}/acknowledge/",
+        "POST /api/v1/anomalies/{id}/resolve/",
+        "POST /api/v1/incidents/{id}/acknowledge/",
+        "POST /api/v1/incidents/{id}/resolve/",
+        "POST /api/v1/incidents/{id}/dismiss/",
+        "POST /api/v1/snapshots/{id}/evaluate/",
+    }
+
+
+# Where each simulate endpoint puts the estimate whose feasibility the example is about.
+SIMULATE_ESTIMATES = {
+    "/api/v1/costsim/simulate/": lambda body: body["v1"],
+    "/api/v1/costsim/v1/simulate/": lambda body: body,
+    "/api/v1/costsim/v2/simulate/": lambda body: body["v2"],
+}
+
+
+@pytest.mark.parametrize("path", list(SIMULATE_ESTIMATES))
+def test_simulate_example_is_a_feasible_plan_the_endpoint_accepts(client, api_client, path):
+    # given
+    schema = _served_schema(client)
+    body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    example = next(iter(body["examples"].values()))["value"]
+    # when
+    response = api_client.post(path, example, format="json")
+    # then
+    assert response.status_code == 200, response.content
+    assert SIMULATE_ESTIMATES[path](response.json())["feasible"] is True
+    assert {step["skill"] for step in example["plan"]} <= set(V1_SKILLS)
+    assert _schema_errors(schema, body["schema"], example) == []
+
+
+def _schema_errors(schema: dict, body_schema: dict, value) -> list[str]:
+    """Where `value` breaks `body_schema`, a reference into the document's components."""
+    components = json.loads(
+        json.dumps(schema["components"]["schemas"]).replace("#/components/schemas/", "#/$defs/")
+    )
+    ref = body_schema["$ref"].replace("#/components/schemas/", "#/$defs/")
+    validator = jsonschema_rs.Draft4Validator({"$ref": ref, "$defs": components})
+    return [error.message for error in validator.iter_errors(value)]

@@ -16,6 +16,7 @@ from analytics.api.anomaly_serializers import (
     ResolveInputSerializer,
 )
 from analytics.api.incident_serializers import DetectionResultSerializer
+from analytics.api.openapi import CONFLICT
 from analytics.api.permissions import request_actor
 from analytics.api.views import SchemaSafeMixin, validated
 from analytics.api.viewsets import TenantScopedMixin
@@ -79,7 +80,9 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
         )
         return Response(DetectionResultSerializer(result).data)
 
-    @extend_schema(request=AcknowledgeInputSerializer, responses=AnomalySerializer)
+    @extend_schema(
+        request=AcknowledgeInputSerializer, responses={200: AnomalySerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         anomaly = self.get_object()
@@ -87,7 +90,9 @@ class AnomalyViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModelV
         anomaly = anomaly_acknowledge(anomaly=anomaly, actor=request_actor(request))
         return Response(AnomalySerializer(anomaly).data)
 
-    @extend_schema(request=ResolveInputSerializer, responses=AnomalySerializer)
+    @extend_schema(
+        request=ResolveInputSerializer, responses={200: AnomalySerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
         anomaly = self.get_object()

@@ -3,7 +3,8 @@
 from django.utils import timezone
 from rest_framework import serializers
 
-from analytics.api.fields import AwareDateTimeField, StrictSerializer
+from analytics.api.actors import ActorField
+from analytics.api.fields import AwareDateTimeField, StrictSerializer, SupportedDateField
 from analytics.models import (
     Anomaly,
     AnomalyStatus,
@@ -45,6 +46,21 @@ ANOMALY_VIEW_FIELDS = (
     "feedback_by",
 )
 
+# Amounts the spike and drift rules store in `metadata` under names without their unit; the
+# API names every amount `*_cents`.
+METADATA_CENTS_KEYS = {
+    "baseline_daily_avg": "baseline_daily_avg_cents",
+    "rolling_7d_avg": "rolling_7d_avg_cents",
+    "baseline_avg": "baseline_avg_cents",
+}
+
+
+class AnomalyMetadataField(serializers.JSONField):
+    def to_representation(self, value):
+        if isinstance(value, dict):
+            return {METADATA_CENTS_KEYS.get(key, key): item for key, item in value.items()}
+        return value
+
 
 class AnomalySerializer(serializers.ModelSerializer):
     snapshot_id = serializers.IntegerField(read_only=True, allow_null=True)
@@ -54,6 +70,10 @@ class AnomalySerializer(serializers.ModelSerializer):
     acknowledged_at = AwareDateTimeField(read_only=True, allow_null=True)
     resolved_at = AwareDateTimeField(read_only=True, allow_null=True)
     feedback_at = AwareDateTimeField(read_only=True, allow_null=True)
+    acknowledged_by = ActorField()
+    resolved_by = ActorField()
+    feedback_by = ActorField()
+    metadata = AnomalyMetadataField(read_only=True)
 
     class Meta:
         model = Anomaly
@@ -77,8 +97,8 @@ class AnomalyFilterSerializer(serializers.Serializer):
     anomaly_type = serializers.ChoiceField(choices=AnomalyType.choices, required=False)
     entity_type = serializers.ChoiceField(choices=EntityType.choices, required=False)
     # `from` is a Python keyword, hence the source mapping below.
-    detected_from = AwareDateTimeField(required=False)
-    detected_to = AwareDateTimeField(required=False)
+    detected_from = AwareDateTimeField(required=False, allow_date=True)
+    detected_to = AwareDateTimeField(required=False, allow_date=True)
 
     def get_fields(self):
         fields = super().get_fields()
@@ -94,7 +114,7 @@ class AnomalyFilterSerializer(serializers.Serializer):
 
 
 class DetectInputSerializer(StrictSerializer):
-    as_of = serializers.DateField(required=False, allow_null=True)
+    as_of = SupportedDateField(required=False, allow_null=True)
     # Compute everything and write nothing: the answer says what a real run would raise.
     dry_run = serializers.BooleanField(required=False, default=False)
 

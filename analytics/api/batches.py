@@ -19,18 +19,28 @@ from rest_framework.parsers import BaseParser
 
 from analytics.api.errors import PayloadTooLarge
 from analytics.api.fields import NOT_ISO_DATETIME, parse_aware_datetime
+from analytics.api.parsers import TOO_DEEP
 from analytics.models import RunStatus
 
 MAX_BATCH_ITEMS = 1000
 # created_at may run ahead of the server clock by this much (client clock skew).
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 CREATED_AT_TOO_LATE = "must not be later than receipt time + 5 minutes"
-# numeric(18, 6): 12 integer digits.
-MAX_CENTS = Decimal(10) ** 12
+# numeric(18, 6): at most 6 decimal places are stored.
 MAX_FRACTION_DIGITS = 6
 CENT_FRACTION = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
 MAX_BIGINT = 2**63 - 1
-MAX_INT = 2**31 - 1
+
+# What one item may report. Each is far above anything real (the priciest single LLM calls
+# cost a few hundred dollars; the largest context windows hold about 10 million tokens), so
+# only unit mistakes and garbage hit them, e.g. micro-dollars sent as cents. Snapshots do not
+# depend on them: their columns hold any sum the record columns can produce.
+MAX_RECORD_CENTS = 10_000_000  # $100,000 for one LLM call
+MAX_RECORD_TOKENS = 1_000_000_000  # input or output tokens of one call
+MAX_RUN_CENTS = 100_000_000  # $1,000,000 for one run of many calls
+MAX_RUN_TOKENS = 100_000_000_000  # tokens of one run
+MAX_RUN_LATENCY_MS = 30 * 24 * 3600 * 1000  # 30 days
+MAX_RUN_ATTEMPT = 1_000
 
 
 class BatchJSONParser(BaseParser):
@@ -50,6 +60,9 @@ class BatchJSONParser(BaseParser):
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes.")
         try:
             return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        except RecursionError:
+            # The validator below never recurses, so only the decoder's own limit matters.
+            raise exceptions.ParseError(TOO_DEEP) from None
         except ValueError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
 
@@ -147,8 +160,8 @@ def boolean(*, nullable: bool = False):
     return check
 
 
-def cents(*, nullable: bool = False):
-    """A non-negative decimal with at most 6 significant fractional digits (numeric(18,6)).
+def cents(*, maximum: int, nullable: bool = False):
+    """A decimal in [0, maximum] with at most 6 significant fractional digits.
 
     Trailing zeros do not count (`1.5000000` is 1.5); numeric strings are accepted so that
     clients can send money without a float round trip.
@@ -175,8 +188,8 @@ def cents(*, nullable: bool = False):
             raise _Invalid("must be a number")
         if number < 0:
             raise _Invalid("must be greater than or equal to 0")
-        if number >= MAX_CENTS:
-            raise _Invalid(f"must be less than {MAX_CENTS}")
+        if number > maximum:
+            raise _Invalid(f"must be less than or equal to {maximum}")
         if number.as_tuple().exponent < -MAX_FRACTION_DIGITS:
             # Compare values, not digit counts: only non-zero digits past the 6th place are
             # precision the column would silently round away.
@@ -228,11 +241,13 @@ COST_RECORD_FIELDS = (
     Field("skill_id", optional_string(64)),
     Field("model", required_string(64), required=True),
     Field("provider", optional_string(64)),
-    Field("input_tokens", integer(minimum=0), default=0),
-    Field("output_tokens", integer(minimum=0), default=0),
-    Field("cost_cents", cents(), required=True),
+    Field("input_tokens", integer(minimum=0, maximum=MAX_RECORD_TOKENS), default=0),
+    Field("output_tokens", integer(minimum=0, maximum=MAX_RECORD_TOKENS), default=0),
+    Field("cost_cents", cents(maximum=MAX_RECORD_CENTS), required=True),
     Field("is_retry", boolean(), default=False),
-    Field("created_at", aware_datetime(), default=lambda received_at: received_at),
+    # Absent: the receipt time, filled in by the ingest service, which also tells an absent
+    # created_at from a sent one when it compares payloads.
+    Field("created_at", aware_datetime()),
 )
 
 RUN_FIELDS = (
@@ -241,11 +256,11 @@ RUN_FIELDS = (
     Field("status", choice(tuple(RunStatus.values)), required=True),
     Field("success", boolean(nullable=True)),
     Field("error", optional_string(None)),
-    Field("total_tokens", integer(minimum=0, nullable=True)),
-    Field("total_latency_ms", integer(minimum=0, nullable=True)),
-    Field("cost_cents", cents(nullable=True)),
+    Field("total_tokens", integer(minimum=0, maximum=MAX_RUN_TOKENS, nullable=True)),
+    Field("total_latency_ms", integer(minimum=0, maximum=MAX_RUN_LATENCY_MS, nullable=True)),
+    Field("cost_cents", cents(maximum=MAX_RUN_CENTS, nullable=True)),
     Field("is_retry", boolean()),
-    Field("attempt", integer(minimum=1, maximum=MAX_INT)),
+    Field("attempt", integer(minimum=1, maximum=MAX_RUN_ATTEMPT)),
     Field("parent_run_id", optional_string(64)),
     Field("created_at", aware_datetime()),
     Field("started_at", aware_datetime(nullable=True)),
@@ -318,8 +333,9 @@ def _validate_items(
 
 
 def validate_cost_record_batch(data, *, received_at: datetime) -> list[dict]:
-    """Cleaned cost records (every column filled, defaults applied) or a ValidationError
-    listing every problem of the batch; PayloadTooLarge above 1000 records."""
+    """Cleaned cost records (every column filled, defaults applied; `created_at` None when
+    absent) or a ValidationError listing every problem of the batch; PayloadTooLarge above
+    1000 records."""
     items = _batch_items(data, "records")
     rows, errors = _validate_items(
         items, COST_RECORD_FIELDS, collection="records", received_at=received_at, fill_defaults=True

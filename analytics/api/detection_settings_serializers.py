@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from analytics.api.actors import ActorField
 from analytics.api.fields import AwareDateTimeField, StrictModelSerializer
 from analytics.models import DetectionSettings, PlannedActivity
 from analytics.models.incidents import validate_monitored_dimensions
@@ -33,7 +34,7 @@ class DetectionSettingsSerializer(DetectionSettingValuesSerializer):
         child=serializers.ChoiceField(choices=SETTING_NAMES), read_only=True
     )
     updated_at = AwareDateTimeField(read_only=True, allow_null=True)
-    updated_by = serializers.CharField(read_only=True)
+    updated_by = ActorField()
 
     class Meta(DetectionSettingValuesSerializer.Meta):
         fields = (*SETTING_NAMES, "defaults", "overridden", "updated_at", "updated_by")
@@ -63,6 +64,7 @@ class DetectionSettingsInputSerializer(StrictModelSerializer):
 
 class PlannedActivitySerializer(serializers.ModelSerializer):
     created_at = AwareDateTimeField(read_only=True)
+    created_by = ActorField()
 
     class Meta:
         model = PlannedActivity

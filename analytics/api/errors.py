@@ -1,9 +1,17 @@
-"""One error body for every non-2xx API response (spec/api.md §1)."""
+"""One error body for every non-2xx API response.
+
+DRF views answer through `exception_handler`. Everything else under /api/ (a URL that
+resolves to nothing, a middleware that raises, a non-DRF view) answers through the Django
+error handlers below, which config/urls.py installs and which keep Django's HTML pages for
+every other path (the admin).
+"""
 
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -46,6 +54,11 @@ def flatten_field_errors(detail, path: str = "") -> list[dict]:
     if isinstance(detail, dict):
         items = []
         for key, value in detail.items():
+            if isinstance(key, int):
+                # A ListField or DictField child's index: `monitored_dimensions[0]`, the
+                # same shape as a nested serializer's.
+                items += flatten_field_errors(value, f"{path}[{key}]")
+                continue
             key = str(key)
             if key == "non_field_errors" and path == "":
                 child = "non_field_errors"
@@ -72,6 +85,13 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, SuspiciousOperation):
+        # e.g. more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS, read by the view.
+        # Logged as Django logs the ones it catches itself.
+        logging.getLogger(f"django.security.{type(exc).__name__}").error("%s", exc)
+        return Response(
+            error_body("bad_request", "Bad request."), status=status.HTTP_400_BAD_REQUEST
+        )
 
     if isinstance(exc, exceptions.ValidationError):
         fields = flatten_field_errors(exc.detail)
@@ -114,3 +134,35 @@ def _message(detail) -> str:
 
 def json_error_response(code: str, message: str, http_status: int) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=http_status)
+
+
+# --- Django error handlers (config/urls.py) ------------------------------------------------
+
+
+def is_api_request(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def bad_request(request, exception):
+    if is_api_request(request):
+        return json_error_response("bad_request", "Bad request.", 400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if is_api_request(request):
+        return json_error_response("permission_denied", "Permission denied.", 403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception):
+    if is_api_request(request):
+        return json_error_response("not_found", "Not found.", 404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """Django has already logged the traceback (logger `django.request`)."""
+    if is_api_request(request):
+        return json_error_response("internal_error", "Internal server error", 500)
+    return defaults.server_error(request)

@@ -3,8 +3,9 @@
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from analytics.api.actors import ActorField
 from analytics.api.anomaly_serializers import AnomalyListSerializer, AnomalySerializer
-from analytics.api.fields import AwareDateTimeField, StrictSerializer
+from analytics.api.fields import AwareDateTimeField, StrictSerializer, SupportedDateField
 from analytics.models import AnomalyStatus, EntityType, Incident, IncidentKind, Severity
 
 INCIDENT_LIST_FIELDS = (
@@ -70,6 +71,9 @@ class IncidentListSerializer(serializers.ModelSerializer):
     acknowledged_at = AwareDateTimeField(read_only=True, allow_null=True)
     resolved_at = AwareDateTimeField(read_only=True, allow_null=True)
     feedback_at = AwareDateTimeField(read_only=True, allow_null=True)
+    acknowledged_by = ActorField()
+    resolved_by = ActorField()
+    feedback_by = ActorField()
 
     class Meta:
         model = Incident
@@ -134,8 +138,8 @@ class IncidentFilterSerializer(serializers.Serializer):
     def get_fields(self):
         fields = super().get_fields()
         # `from` is a Python keyword, so it cannot be declared as a class attribute.
-        fields["from"] = serializers.DateField(required=False)
-        fields["to"] = serializers.DateField(required=False)
+        fields["from"] = SupportedDateField(required=False)
+        fields["to"] = SupportedDateField(required=False)
         return fields
 
     def validate(self, attrs):

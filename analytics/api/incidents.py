@@ -16,6 +16,7 @@ from analytics.api.incident_serializers import (
     IncidentListSerializer,
     IncidentSerializer,
 )
+from analytics.api.openapi import CONFLICT
 from analytics.api.permissions import request_actor
 from analytics.api.views import SchemaSafeMixin, validated
 from analytics.api.viewsets import TenantScopedMixin
@@ -67,7 +68,9 @@ class IncidentViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModel
         incident = incident_detail_queryset(tenant=self.get_tenant()).get(pk=incident.pk)
         return Response(IncidentSerializer(incident).data)
 
-    @extend_schema(request=AcknowledgeInputSerializer, responses=IncidentSerializer)
+    @extend_schema(
+        request=AcknowledgeInputSerializer, responses={200: IncidentSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         """open → acknowledged, with its open anomalies; a closed incident is a 409."""
@@ -76,13 +79,17 @@ class IncidentViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ReadOnlyModel
         incident = incident_acknowledge(incident=incident, actor=request_actor(request))
         return self._answer(incident)
 
-    @extend_schema(request=IncidentCloseInputSerializer, responses=IncidentSerializer)
+    @extend_schema(
+        request=IncidentCloseInputSerializer, responses={200: IncidentSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def resolve(self, request, pk=None):
         """open/acknowledged → resolved, with its anomalies; a closed incident is a 409."""
         return self._close(request, AnomalyStatus.RESOLVED)
 
-    @extend_schema(request=IncidentCloseInputSerializer, responses=IncidentSerializer)
+    @extend_schema(
+        request=IncidentCloseInputSerializer, responses={200: IncidentSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def dismiss(self, request, pk=None):
         """open/acknowledged → dismissed, with its anomalies; a closed incident is a 409."""

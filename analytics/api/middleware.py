@@ -1,7 +1,29 @@
+import logging
+
 from django.conf import settings
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, JsonResponse
 
 from analytics import metrics
-from analytics.api.errors import json_error_response
+from analytics.api.errors import error_body, is_api_request, json_error_response
+
+logger = logging.getLogger(__name__)
+
+NUL_IN_PARAMETER = "must not contain NUL characters"
+# Error codes of the statuses a non-DRF response may carry (DRF views use the same words).
+STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "throttled",
+}
+# Headers that carry meaning for an error a JSON body replaces.
+KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 # Batch endpoints whose rejections are counted in analytics_ingest_batches_rejected_total.
 BATCH_KINDS = {"/api/v1/cost-records/": "cost_records", "/api/v1/runs/": "runs"}
@@ -30,3 +52,59 @@ class ApiBodyLimitMiddleware:
                     413,
                 )
         return self.get_response(request)
+
+
+class ApiErrorMiddleware:
+    """JSON answers under /api/ for what no view or serializer gets to see.
+
+    A NUL byte in the path is a 404 and one in a query parameter a 400 naming it, before
+    any lookup or filter sends it to PostgreSQL (text cannot hold NUL; psycopg refuses it).
+    An exception a view lets escape (DRF views have their own handler; this is the net for
+    the others) is logged with its traceback and answered with the standard 500 body. An
+    error response that is not JSON (a plain Django view's 405, the schema view's YAML) is
+    replaced by the standard body for its status.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if is_api_request(request):
+            if "\x00" in request.path:
+                return json_error_response("not_found", "Not found.", 404)
+            bad = sorted(
+                name.replace("\x00", "\\x00")
+                for name, values in request.GET.lists()
+                if "\x00" in name or any("\x00" in value for value in values)
+            )
+            if bad:
+                fields = [{"field": name, "reason": NUL_IN_PARAMETER} for name in bad]
+                message = "; ".join(f"{name}: {NUL_IN_PARAMETER}" for name in bad)
+                return JsonResponse(error_body("validation_error", message, fields), status=400)
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and is_api_request(request)
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return _json_error_for(response)
+        return response
+
+    def process_exception(self, request, exception):
+        if not is_api_request(request):
+            return None
+        if isinstance(exception, Http404 | PermissionDenied | SuspiciousOperation):
+            # Django answers these through the error handlers, which speak JSON here.
+            return None
+        logger.error("Unhandled API error: %s %s", request.method, request.path, exc_info=exception)
+        return json_error_response("internal_error", "Internal server error", 500)
+
+
+def _json_error_for(response):
+    status = response.status_code
+    code = STATUS_CODES.get(status, "internal_error" if status >= 500 else "error")
+    replacement = json_error_response(code, response.reason_phrase, status)
+    for header in KEPT_HEADERS:
+        if header in response:
+            replacement[header] = response[header]
+    return replacement

@@ -6,6 +6,14 @@ serializers below only describe them in the OpenAPI schema.
 
 from rest_framework import serializers
 
+from analytics.api.batches import (
+    MAX_RECORD_CENTS,
+    MAX_RECORD_TOKENS,
+    MAX_RUN_ATTEMPT,
+    MAX_RUN_CENTS,
+    MAX_RUN_LATENCY_MS,
+    MAX_RUN_TOKENS,
+)
 from analytics.api.fields import (
     AwareDateTimeField,
     StrictModelSerializer,
@@ -111,7 +119,8 @@ class BudgetSerializer(StrictModelSerializer):
 
 
 class BudgetPeriodStatusSerializer(serializers.Serializer):
-    spend_cents = serializers.DecimalField(max_digits=18, decimal_places=6)
+    # A period's spend is a sum of records: as wide as a snapshot's total.
+    spend_cents = serializers.DecimalField(max_digits=38, decimal_places=6)
     limit_cents = serializers.IntegerField()
     usage_pct = serializers.FloatField()
     eta_exhausted_at = AwareDateTimeField(allow_null=True)
@@ -126,13 +135,20 @@ class BudgetStatusSerializer(serializers.Serializer):
 
 
 class CostRecordInputSerializer(serializers.Serializer):
-    idempotency_key = serializers.CharField(max_length=64, required=False, allow_null=True)
+    idempotency_key = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        help_text="Sent again with the same payload: a duplicate, not written. With another "
+        "payload: 409, and nothing of the batch is written.",
+    )
     user_id = serializers.CharField(max_length=64, required=False, allow_null=True)
     feature_tag = serializers.CharField(
         max_length=128,
         required=False,
         allow_null=True,
-        help_text="Stored as `unclassified` unless it is an active feature tag.",
+        help_text="Stored as `unclassified` unless it is an active tag of the tenant "
+        "(`/feature-tags/`); the answer's `unclassified` counts such records and names the tags.",
     )
     request_id = serializers.CharField(max_length=64, required=False, allow_null=True)
     workflow_id = serializers.CharField(max_length=64, required=False, allow_null=True)
@@ -140,9 +156,15 @@ class CostRecordInputSerializer(serializers.Serializer):
     skill_id = serializers.CharField(max_length=64, required=False, allow_null=True)
     model = serializers.CharField(max_length=64)
     provider = serializers.CharField(max_length=64, required=False, allow_null=True)
-    input_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    output_tokens = serializers.IntegerField(min_value=0, required=False, default=0)
-    cost_cents = serializers.DecimalField(max_digits=18, decimal_places=6, min_value=0)
+    input_tokens = serializers.IntegerField(
+        min_value=0, max_value=MAX_RECORD_TOKENS, required=False, default=0
+    )
+    output_tokens = serializers.IntegerField(
+        min_value=0, max_value=MAX_RECORD_TOKENS, required=False, default=0
+    )
+    cost_cents = serializers.DecimalField(
+        max_digits=14, decimal_places=6, min_value=0, max_value=MAX_RECORD_CENTS
+    )
     is_retry = serializers.BooleanField(required=False, default=False)
     created_at = AwareDateTimeField(
         required=False, help_text="Default: receipt time; at most receipt time + 5 minutes."
@@ -153,9 +175,38 @@ class CostRecordBatchInputSerializer(serializers.Serializer):
     records = CostRecordInputSerializer(many=True, min_length=1, max_length=1000)
 
 
+class UnclassifiedReasonsSerializer(serializers.Serializer):
+    unknown_feature_tag = serializers.IntegerField(
+        help_text="Records whose feature tag the tenant has not registered."
+    )
+    inactive_feature_tag = serializers.IntegerField(
+        help_text="Records whose feature tag is registered but deactivated."
+    )
+
+
+class UnclassifiedSummarySerializer(serializers.Serializer):
+    count = serializers.IntegerField(
+        help_text="Accepted records whose feature tag was stored as `unclassified`."
+    )
+    reasons = UnclassifiedReasonsSerializer()
+    unknown_feature_tags = serializers.ListField(
+        child=serializers.CharField(), help_text="The unregistered tags sent, sorted."
+    )
+    inactive_feature_tags = serializers.ListField(
+        child=serializers.CharField(), help_text="The deactivated tags sent, sorted."
+    )
+
+
 class IngestResultSerializer(serializers.Serializer):
-    accepted = serializers.IntegerField()
-    duplicates = serializers.IntegerField()
+    accepted = serializers.IntegerField(help_text="Records written.")
+    duplicates = serializers.IntegerField(
+        help_text="Records not written: their idempotency key was already used with the same "
+        "payload, in the database or earlier in the batch."
+    )
+    unclassified = UnclassifiedSummarySerializer(
+        help_text="Register a tag under /feature-tags/ (or reactivate it) for later records "
+        "to keep it."
+    )
 
 
 class RunInputSerializer(serializers.Serializer):
@@ -164,13 +215,22 @@ class RunInputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices)
     success = serializers.BooleanField(required=False, allow_null=True)
     error = serializers.CharField(required=False, allow_null=True)
-    total_tokens = serializers.IntegerField(min_value=0, required=False, allow_null=True)
-    total_latency_ms = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    total_tokens = serializers.IntegerField(
+        min_value=0, max_value=MAX_RUN_TOKENS, required=False, allow_null=True
+    )
+    total_latency_ms = serializers.IntegerField(
+        min_value=0, max_value=MAX_RUN_LATENCY_MS, required=False, allow_null=True
+    )
     cost_cents = serializers.DecimalField(
-        max_digits=18, decimal_places=6, min_value=0, required=False, allow_null=True
+        max_digits=15,
+        decimal_places=6,
+        min_value=0,
+        max_value=MAX_RUN_CENTS,
+        required=False,
+        allow_null=True,
     )
     is_retry = serializers.BooleanField(required=False)
-    attempt = serializers.IntegerField(min_value=1, required=False)
+    attempt = serializers.IntegerField(min_value=1, max_value=MAX_RUN_ATTEMPT, required=False)
     parent_run_id = serializers.CharField(max_length=64, required=False, allow_null=True)
     created_at = AwareDateTimeField(required=False)
     started_at = AwareDateTimeField(required=False, allow_null=True)

@@ -8,6 +8,7 @@ from analytics.api.fields import (
     AwareDateTimeField,
     StrictModelSerializer,
     StrictSerializer,
+    SupportedDateField,
     TimeWindowFilterSerializer,
 )
 from analytics.models import (
@@ -46,6 +47,10 @@ class SnapshotSerializer(StrictModelSerializer):
 
 
 class SnapshotAggregateSerializer(StrictModelSerializer):
+    # numeric(38, 0) columns, whole numbers: integers in JSON and in the schema.
+    total_input_tokens = serializers.IntegerField(read_only=True)
+    total_output_tokens = serializers.IntegerField(read_only=True)
+
     class Meta:
         model = SnapshotAggregate
         fields = (
@@ -79,6 +84,7 @@ class SnapshotComputeInputSerializer(StrictSerializer):
     period_start = AwareDateTimeField(
         required=False,
         allow_null=True,
+        allow_date=True,
         help_text="Truncated to the UTC hour or day; default: the previous hour or yesterday.",
     )
 
@@ -97,7 +103,7 @@ class BaselineComputeInputSerializer(StrictSerializer):
         choices=[(7, "7 days"), (30, "30 days")],
         error_messages={"invalid_choice": "must be one of: 7, 30"},
     )
-    as_of = serializers.DateField(required=False, allow_null=True, help_text="default: today")
+    as_of = SupportedDateField(required=False, allow_null=True, help_text="default: today")
 
     def validate_as_of(self, value):
         if value is not None and value > timezone.now().date():

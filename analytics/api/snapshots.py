@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics.api.anomaly_serializers import AnomalySerializer
+from analytics.api.openapi import CONFLICT
 from analytics.api.permissions import request_tenant
 from analytics.api.snapshot_serializers import (
     BaselineComputeInputSerializer,
@@ -92,7 +93,8 @@ class SnapshotViewSet(
         return Response(SnapshotDetailSerializer(snapshot).data)
 
     @extend_schema(
-        request=SnapshotEvaluateInputSerializer, responses=SnapshotEvaluateResultSerializer
+        request=SnapshotEvaluateInputSerializer,
+        responses={200: SnapshotEvaluateResultSerializer, 409: CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def evaluate(self, request, pk=None):

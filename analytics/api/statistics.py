@@ -18,6 +18,10 @@ from rest_framework.views import APIView
 
 from analytics.api.fields import NOT_ISO_DATETIME, parse_aware_datetime
 from analytics.api.permissions import request_tenant
+from analytics.api.statistics_serializers import (
+    CostStatisticsSerializer,
+    UsageStatisticsSerializer,
+)
 from analytics.selectors.statistics import DAY, RESOLUTIONS, StatisticsWindow
 from analytics.services.statistics import (
     cost_csv_lines,
@@ -56,12 +60,12 @@ def register(router) -> list:
 
 def _parse_instant(raw: str):
     try:
-        return parse_aware_datetime(raw)
+        return parse_aware_datetime(raw, allow_date=True)
     except ValueError as exc:
         if str(exc) != NOT_ISO_DATETIME or not _SPACE_FOR_PLUS.search(raw):
             raise
         try:
-            return parse_aware_datetime(_SPACE_FOR_PLUS.sub(r"+\1", raw))
+            return parse_aware_datetime(_SPACE_FOR_PLUS.sub(r"+\1", raw), allow_date=True)
         except ValueError:
             raise exc from None
 
@@ -128,7 +132,7 @@ STATISTICS_PARAMETERS = [
 class UsageStatisticsView(APIView):
     """Requests, compute units and tokens per hour or day."""
 
-    @extend_schema(parameters=STATISTICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=STATISTICS_PARAMETERS, responses=UsageStatisticsSerializer)
     def get(self, request):
         window = parse_statistics_query(request.query_params)
         return Response(usage_statistics(tenant=request_tenant(request), window=window))
@@ -137,7 +141,7 @@ class UsageStatisticsView(APIView):
 class CostStatisticsView(APIView):
     """Spend per hour or day, with per-model and per-feature breakdowns."""
 
-    @extend_schema(parameters=STATISTICS_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=STATISTICS_PARAMETERS, responses=CostStatisticsSerializer)
     def get(self, request):
         window = parse_statistics_query(request.query_params)
         return Response(cost_statistics(tenant=request_tenant(request), window=window))

@@ -18,6 +18,7 @@ from analytics.api.batches import (
     validate_run_batch,
 )
 from analytics.api.errors import Conflict, PayloadTooLarge
+from analytics.api.openapi import CONFLICT
 from analytics.api.serializers import (
     BudgetSerializer,
     BudgetStatusSerializer,
@@ -46,9 +47,27 @@ from analytics.services.feature_tags import (
     feature_tag_delete,
     feature_tag_update,
 )
-from analytics.services.ingest import TerminalRunChanged, cost_records_ingest, run_records_upsert
+from analytics.services.ingest import (
+    IdempotencyKeyConflict,
+    KeyConflict,
+    TerminalRunChanged,
+    cost_records_ingest,
+    run_records_upsert,
+)
 
 TERMINAL_IMMUTABLE = "run is terminal and immutable"
+
+
+def _reuse(conflict: KeyConflict) -> str:
+    if conflict.first_index is None:
+        where = "a stored record"
+    else:
+        where = f"records[{conflict.first_index}] of this batch"
+    return (
+        f"idempotency key {conflict.key!r} is already used by {where} with a different "
+        "payload; resend the same payload to retry, or use a new key for a new record"
+    )
+
 
 WINDOW_PARAMETERS = [
     OpenApiParameter("from", OpenApiTypes.DATETIME, description="created_at >= from"),
@@ -153,18 +172,30 @@ class CostRecordViewSet(
             user_id=filters.get("user_id"),
         )
 
-    @extend_schema(request=CostRecordBatchInputSerializer, responses={201: IngestResultSerializer})
+    @extend_schema(
+        request=CostRecordBatchInputSerializer,
+        responses={201: IngestResultSerializer, 409: CONFLICT},
+    )
     def create(self, request):
         received_at = timezone.now()
         with rejected_batches_counted("cost_records"):
             records = validate_cost_record_batch(request.data, received_at=received_at)
-        result = cost_records_ingest(
-            tenant=self.get_tenant(), records=records, received_at=received_at
-        )
-        return Response(
-            {"accepted": result.accepted, "duplicates": result.duplicates},
-            status=status.HTTP_201_CREATED,
-        )
+        try:
+            result = cost_records_ingest(
+                tenant=self.get_tenant(), records=records, received_at=received_at
+            )
+        except IdempotencyKeyConflict as exc:
+            metrics.ingest_batches_rejected_total.labels(
+                kind="cost_records", reason="conflict"
+            ).inc()
+            raise Conflict(
+                "Idempotency keys were reused with a different payload; nothing was written.",
+                [
+                    {"field": f"records[{item.index}].idempotency_key", "reason": _reuse(item)}
+                    for item in exc.conflicts
+                ],
+            ) from None
+        return Response(IngestResultSerializer(result).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema_view(
@@ -206,7 +237,9 @@ class RunViewSet(
             status=filters.get("status"),
         )
 
-    @extend_schema(request=RunBatchInputSerializer, responses={201: RunUpsertResultSerializer})
+    @extend_schema(
+        request=RunBatchInputSerializer, responses={201: RunUpsertResultSerializer, 409: CONFLICT}
+    )
     def create(self, request):
         received_at = timezone.now()
         with rejected_batches_counted("runs"):

@@ -27,6 +27,10 @@ class CostRecord(models.Model):
     is_retry = models.BooleanField(default=False)
     created_at = models.DateTimeField()
     ingested_at = models.DateTimeField()
+    # The tag as the client sent it, kept whenever feature_tag is stored as `unclassified`
+    # (an unknown or inactive tag, or `unclassified` itself), so a key sent again can be
+    # compared with what was sent. NULL otherwise, and on records ingested before it existed.
+    sent_feature_tag = models.CharField(max_length=128, null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [

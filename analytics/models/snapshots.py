@@ -52,10 +52,14 @@ class SnapshotAggregate(models.Model):
     snapshot = models.ForeignKey(CostSnapshot, on_delete=models.CASCADE, related_name="aggregates")
     entity_type = models.CharField(max_length=8, choices=EntityType.choices)
     entity_id = models.CharField(max_length=128, null=True, blank=True)
-    total_cost_cents = models.DecimalField(max_digits=18, decimal_places=6)
+    # Sized for the largest sum a period can reach: fewer than 2**63 cost records (their id
+    # is a bigint), each at its column's maximum (numeric(18,6) cost, bigint tokens). That
+    # needs 31 integer digits for money and 38 for tokens, so no data a record can hold
+    # overflows a snapshot. request_count is a count of those records and fits a bigint.
+    total_cost_cents = models.DecimalField(max_digits=38, decimal_places=6)
     request_count = models.BigIntegerField()
-    total_input_tokens = models.BigIntegerField()
-    total_output_tokens = models.BigIntegerField()
+    total_input_tokens = models.DecimalField(max_digits=38, decimal_places=0)
+    total_output_tokens = models.DecimalField(max_digits=38, decimal_places=0)
     avg_cost_per_request_cents = models.FloatField()
     avg_tokens_per_request = models.FloatField()
     baseline_7d_avg_cents = models.FloatField(null=True, blank=True)

@@ -72,13 +72,15 @@ _RAW_RECORDS = """
     WHERE r.tenant_id = %(tenant)s AND ({raw_ranges})
 """
 
+# Token sums stay numeric (a sum of bigints can pass a bigint, as a snapshot's can); the rows
+# hold them as Decimal and the statistics service turns them into ints.
 _COST_SERIES = f"""
 SELECT bucket, spend, requests, input_tokens, output_tokens FROM (
     SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket,
            SUM(r.cost_cents) AS spend,
            COUNT(*)::bigint AS requests,
-           SUM(r.input_tokens)::bigint AS input_tokens,
-           SUM(r.output_tokens)::bigint AS output_tokens
+           SUM(r.input_tokens) AS input_tokens,
+           SUM(r.output_tokens) AS output_tokens
     {_RAW_RECORDS}
     GROUP BY 1
     UNION ALL
@@ -93,11 +95,11 @@ ORDER BY bucket
 
 # compute_units always come from run records, whatever answers the cost side of a bucket.
 _USAGE_SERIES = f"""
-SELECT bucket, SUM(requests)::bigint, SUM(compute_units)::bigint, SUM(tokens)::bigint FROM (
+SELECT bucket, SUM(requests)::bigint, SUM(compute_units)::bigint, SUM(tokens) FROM (
     SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket,
            COUNT(*)::bigint AS requests,
            0::bigint AS compute_units,
-           SUM(r.input_tokens + r.output_tokens)::bigint AS tokens
+           SUM(r.input_tokens + r.output_tokens) AS tokens
     {_RAW_RECORDS}
     GROUP BY 1
     UNION ALL
@@ -121,8 +123,7 @@ ORDER BY bucket
 # group through GROUP BY, which treats NULL keys as equal. Groups without requests (the
 # untagged row when nothing was untagged) are dropped.
 _COST_BREAKDOWN = f"""
-SELECT dimension, key, SUM(spend), SUM(requests)::bigint, SUM(input_tokens)::bigint,
-       SUM(output_tokens)::bigint
+SELECT dimension, key, SUM(spend), SUM(requests)::bigint, SUM(input_tokens), SUM(output_tokens)
 FROM (
     SELECT CASE WHEN GROUPING(p.model) = 0 THEN 'model' ELSE 'feature' END AS dimension,
            CASE WHEN GROUPING(p.model) = 0 THEN p.model ELSE p.feature_tag END AS key,
@@ -218,3 +219,25 @@ def cost_breakdown(*, tenant: Tenant, window: StatisticsWindow, coverage: Covera
     dimension is `model` or `feature`; the feature key is None for untagged records.
     """
     return _fetch_all(*_query(_COST_BREAKDOWN, tenant=tenant, window=window, coverage=coverage))
+
+
+# Both maxima are read backwards from the (tenant, created_at) indexes; GREATEST skips NULL.
+_NEWEST_RECORD = """
+SELECT GREATEST(
+    (SELECT max(created_at) FROM analytics_costrecord
+     WHERE tenant_id = %(tenant)s AND created_at >= %(start)s AND created_at < %(end)s),
+    CASE WHEN %(runs)s THEN
+        (SELECT max(created_at) FROM analytics_runrecord
+         WHERE tenant_id = %(tenant)s AND created_at >= %(start)s AND created_at < %(end)s)
+    END
+)
+"""
+
+
+def newest_record_at(
+    *, tenant: Tenant, window: StatisticsWindow, include_runs: bool = False
+) -> datetime | None:
+    """`created_at` of the window's newest cost record (or run record, with
+    `include_runs`); None when the window holds none."""
+    params = {"tenant": tenant.pk, "start": window.start, "end": window.end, "runs": include_runs}
+    return _fetch_all(_NEWEST_RECORD, params)[0][0]

@@ -3,7 +3,8 @@
 Everything goes through the same ingest services as the API, so the demo exercises the real
 write path. Record n carries the idempotency key `seed-<n>`: running the seed again inserts
 nothing new. The random generator is seeded, so two runs at the same instant produce the same
-rows; a later run produces the same keys (and so only duplicates).
+rows; a later run produces the same keys with shifted timestamps, so records whose key is
+stored already are not sent again (ingest would refuse a key reused with another payload).
 """
 
 import random
@@ -17,6 +18,7 @@ from analytics.models import (
     ApiKey,
     Budget,
     BudgetType,
+    CostRecord,
     FeatureTag,
     RunRecord,
     RunStatus,
@@ -251,8 +253,14 @@ def demo_seed(
         },
     )
 
+    stored_keys = set(
+        CostRecord.objects.filter(tenant=tenant, idempotency_key__startswith="seed-").values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    records = (r for r in demo_cost_records(now=now) if r["idempotency_key"] not in stored_keys)
     sent = accepted = 0
-    for batch in _batches(demo_cost_records(now=now), BATCH):
+    for batch in _batches(records, BATCH):
         result = cost_records_ingest(tenant=tenant, records=batch, received_at=now)
         sent += len(batch)
         accepted += result.accepted

@@ -5,7 +5,8 @@ batch costs about as much database time as a COPY of the same rows would.
 """
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -31,43 +32,62 @@ COST_RECORD_COLUMNS = (
     ("is_retry", "boolean"),
     ("created_at", "timestamptz"),
 )
+# Everything the client sends about a record except its key: the payload a key stands for.
+PAYLOAD_COLUMNS = tuple(name for name, _ in COST_RECORD_COLUMNS if name != "idempotency_key")
+
+# Why a record sent with a feature tag was stored as `unclassified`.
+UNKNOWN_FEATURE_TAG = "unknown_feature_tag"  # the tenant has no such tag
+INACTIVE_FEATURE_TAG = "inactive_feature_tag"  # the tag exists but is deactivated
+UNCLASSIFIED_REASONS = (UNKNOWN_FEATURE_TAG, INACTIVE_FEATURE_TAG)
+
 _BATCH_NAMES = ", ".join(name for name, _ in COST_RECORD_COLUMNS)
 _BATCH_TYPES = ", ".join(f"{name} {sql_type}" for name, sql_type in COST_RECORD_COLUMNS)
+_INSERT_EXPRESSIONS = {
+    "feature_tag": (
+        "CASE WHEN b.unclassified_reason IS NULL THEN b.feature_tag ELSE %(unclassified)s END"
+    ),
+    "created_at": "COALESCE(b.created_at, %(received_at)s)",
+}
 _INSERT_VALUES = ", ".join(
-    (
-        # Tags that are neither `unclassified` nor an active tag of the tenant are stored as
-        # `unclassified`, so dashboards never grow a long tail of typos.
-        "CASE WHEN b.feature_tag IS NULL OR b.feature_tag = %(unclassified)s "
-        "OR ft.id IS NOT NULL THEN b.feature_tag ELSE %(unclassified)s END"
-    )
-    if name == "feature_tag"
-    else f"b.{name}"
-    for name, _ in COST_RECORD_COLUMNS
+    _INSERT_EXPRESSIONS.get(name, f"b.{name}") for name, _ in COST_RECORD_COLUMNS
 )
 
-# One round trip: insert, then mark the complete snapshots covering the inserted rows stale.
+# One round trip: insert, mark the complete snapshots covering the inserted rows stale, and
+# report the keys skipped and the records that became unclassified.
 # - The batch travels as one JSON document expanded by json_to_recordset(): binding a
 #   thousand-row batch as per-column arrays costs several times more client CPU.
+# - Tags that are neither `unclassified` nor an active tag of the tenant are stored as
+#   `unclassified`, so dashboards never grow a long tail of typos; the tag as sent is kept
+#   in sent_feature_tag, and the answer says which tags and why (featuretag_tenant_tag_uniq:
+#   at most one tag row joins).
 # - Rows are inserted in idempotency-key order so that concurrent batches sharing keys take
 #   the unique-index locks in the same order and cannot deadlock each other.
 # - ON CONFLICT targets the partial unique index (tenant_id, idempotency_key); a concurrent
-#   batch with the same key waits for the first one and then skips the row.
+#   batch with the same key waits for the first one and then skips the row. The skipped
+#   keys go on to KEY_CONFLICTS_SQL.
 # - Snapshot periods are aligned to the UTC hour/day (the snapshot service truncates
 #   period_start), so covering snapshots are found through the natural-key index. They are
 #   locked in id order for the same deadlock reason; already stale rows are left alone.
 INGEST_SQL = f"""
 WITH batch AS (
-    SELECT * FROM json_to_recordset(%(batch)s::json) AS b({_BATCH_TYPES})
+    SELECT b.*,
+           CASE WHEN b.feature_tag IS NULL OR b.feature_tag = %(unclassified)s THEN NULL
+                WHEN ft.id IS NULL THEN '{UNKNOWN_FEATURE_TAG}'
+                WHEN NOT ft.is_active THEN '{INACTIVE_FEATURE_TAG}'
+           END AS unclassified_reason
+    FROM json_to_recordset(%(batch)s::json) AS b({_BATCH_TYPES})
+    LEFT JOIN analytics_featuretag ft ON ft.tenant_id = %(tenant_id)s AND ft.tag = b.feature_tag
 ),
 inserted AS (
-    INSERT INTO analytics_costrecord (tenant_id, {_BATCH_NAMES}, ingested_at)
-    SELECT %(tenant_id)s, {_INSERT_VALUES}, %(received_at)s
+    INSERT INTO analytics_costrecord (tenant_id, {_BATCH_NAMES}, sent_feature_tag, ingested_at)
+    SELECT %(tenant_id)s, {_INSERT_VALUES},
+           CASE WHEN b.unclassified_reason IS NOT NULL OR b.feature_tag = %(unclassified)s
+                THEN b.feature_tag END,
+           %(received_at)s
     FROM batch b
-    LEFT JOIN analytics_featuretag ft
-        ON ft.tenant_id = %(tenant_id)s AND ft.tag = b.feature_tag AND ft.is_active
     ORDER BY b.idempotency_key COLLATE "C"
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING created_at
+    RETURNING idempotency_key, created_at
 ),
 periods AS (
     SELECT DISTINCT 'hourly' AS snapshot_type, date_trunc('hour', created_at, 'UTC') AS start
@@ -86,9 +106,62 @@ stale AS (
         FOR UPDATE OF c
     )
     RETURNING s.id
+),
+unclassified AS (
+    SELECT b.unclassified_reason AS reason, b.feature_tag AS tag, count(*) AS records
+    FROM batch b
+    WHERE b.unclassified_reason IS NOT NULL
+      AND (b.idempotency_key IS NULL
+           OR EXISTS (SELECT FROM inserted i WHERE i.idempotency_key = b.idempotency_key))
+    GROUP BY 1, 2
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM stale)
+SELECT (SELECT count(*) FROM inserted),
+       (SELECT count(*) FROM stale),
+       (SELECT array_agg(b.idempotency_key) FROM batch b
+        WHERE b.idempotency_key IS NOT NULL
+          AND NOT EXISTS (SELECT FROM inserted i WHERE i.idempotency_key = b.idempotency_key)),
+       (SELECT array_agg(reason) FROM unclassified),
+       (SELECT array_agg(tag) FROM unclassified),
+       (SELECT array_agg(records) FROM unclassified)
 """
+
+# The skipped records whose key is stored with another payload: field by field, so new
+# records pay nothing for it. A separate statement, so it reads a snapshot taken after
+# INGEST_SQL: a key skipped because a concurrent batch inserted it was waited for and is
+# committed (an aborted batch would not have made it skip), and cost records are never
+# updated or deleted. Two fields are not stored as sent: the tag, compared as sent through
+# sent_feature_tag (a record ingested before that column existed and stored as
+# `unclassified` matches any tag), and created_at, which a record without one leaves to the
+# receipt time, so an absent created_at matches any.
+_STORED_AS_SENT = " AND ".join(
+    f"c.{name} IS NOT DISTINCT FROM s.{name}"
+    for name in PAYLOAD_COLUMNS
+    if name not in ("feature_tag", "cost_cents", "created_at")
+)
+KEY_CONFLICTS_SQL = f"""
+SELECT s.idempotency_key
+FROM json_to_recordset(%(batch)s::json) AS s({_BATCH_TYPES})
+JOIN analytics_costrecord c
+  ON c.tenant_id = %(tenant_id)s AND c.idempotency_key = s.idempotency_key
+WHERE c.idempotency_key IS NOT NULL AND NOT (
+    {_STORED_AS_SENT}
+    AND c.cost_cents = s.cost_cents
+    AND (s.created_at IS NULL OR c.created_at = s.created_at)
+    AND (COALESCE(c.sent_feature_tag, c.feature_tag) IS NOT DISTINCT FROM s.feature_tag
+         OR (c.feature_tag = %(unclassified)s AND c.sent_feature_tag IS NULL
+             AND s.feature_tag IS NOT NULL))
+)
+"""
+
+
+@dataclass(frozen=True)
+class UnclassifiedSummary:
+    """Inserted records whose feature tag was stored as `unclassified`, and why."""
+
+    count: int = 0
+    reasons: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNCLASSIFIED_REASONS, 0))
+    unknown_feature_tags: list[str] = field(default_factory=list)
+    inactive_feature_tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -96,6 +169,25 @@ class IngestResult:
     accepted: int
     duplicates: int
     snapshots_marked_stale: int
+    unclassified: UnclassifiedSummary = field(default_factory=UnclassifiedSummary)
+
+
+@dataclass(frozen=True)
+class KeyConflict:
+    """records[index] reuses `key` with another payload than records[first_index] of the
+    same batch, or (first_index None) than the record already stored under it."""
+
+    index: int
+    key: str
+    first_index: int | None = None
+
+
+class IdempotencyKeyConflict(Exception):
+    """Keys of the batch were used before with another payload; nothing was written."""
+
+    def __init__(self, conflicts: list[KeyConflict]):
+        super().__init__(f"idempotency keys reused with another payload: {conflicts}")
+        self.conflicts = conflicts
 
 
 @transaction.atomic
@@ -104,20 +196,27 @@ def cost_records_ingest(
 ) -> IngestResult:
     """Insert a validated batch of cost records; return how many were new and duplicate.
 
-    `records` hold every column of COST_RECORD_COLUMNS (the API validator fills defaults).
-    A record whose idempotency key exists for the tenant, in the database or earlier in the
-    batch, is a duplicate and is not written. Complete snapshots whose period contains an
-    inserted record become stale in the same transaction.
+    `records` hold every column of COST_RECORD_COLUMNS; a None `created_at` means the
+    receipt time. A record whose idempotency key exists for the tenant, in the database or
+    earlier in the batch, with the same payload (PAYLOAD_COLUMNS, compared as in
+    KEY_CONFLICTS_SQL) is a duplicate and is not written. Raises IdempotencyKeyConflict,
+    and writes nothing, when a key comes with another payload. Complete snapshots whose
+    period contains an inserted record become stale in the same transaction.
     """
-    seen_keys: set[str] = set()
+    first_of_key: dict[str, int] = {}
     unique_rows = []
-    for row in records:
+    in_batch_conflicts = []
+    for index, row in enumerate(records):
         key = row["idempotency_key"]
         if key is not None:
-            if key in seen_keys:
+            first = first_of_key.setdefault(key, index)
+            if first != index:
+                if not _same_payload(row, records[first], received_at=received_at):
+                    in_batch_conflicts.append(KeyConflict(index=index, key=key, first_index=first))
                 continue
-            seen_keys.add(key)
         unique_rows.append(row)
+    if in_batch_conflicts:
+        raise IdempotencyKeyConflict(in_batch_conflicts)
 
     params = {
         "batch": _batch_json(unique_rows),
@@ -128,15 +227,68 @@ def cost_records_ingest(
     }
     with connection.cursor() as cursor:
         cursor.execute(INGEST_SQL, params)
-        accepted, marked_stale = cursor.fetchone()
+        accepted, marked_stale, skipped_keys, *unclassified = cursor.fetchone()
+        if skipped_keys:
+            skipped = set(skipped_keys)
+            cursor.execute(
+                KEY_CONFLICTS_SQL,
+                {
+                    "batch": _batch_json(
+                        [row for row in unique_rows if row["idempotency_key"] in skipped]
+                    ),
+                    "tenant_id": tenant.pk,
+                    "unclassified": UNCLASSIFIED_TAG,
+                },
+            )
+            conflicting = {key for (key,) in cursor.fetchall()}
+            if conflicting:
+                # Raising rolls back the insert and the stale marks above.
+                raise IdempotencyKeyConflict(
+                    [
+                        KeyConflict(index=index, key=row["idempotency_key"])
+                        for index, row in enumerate(records)
+                        if row["idempotency_key"] in conflicting
+                    ]
+                )
 
     result = IngestResult(
         accepted=accepted,
         duplicates=len(records) - accepted,
         snapshots_marked_stale=marked_stale,
+        unclassified=_unclassified_summary(*unclassified),
     )
     transaction.on_commit(lambda: _count_ingested(result))
     return result
+
+
+def _same_payload(row: dict, first: dict, *, received_at: datetime) -> bool:
+    """KEY_CONFLICTS_SQL's rule for two records of one batch. Decimal and aware datetime
+    equality is by value, as in SQL: 1.5 == 1.50, one instant in two offsets is equal."""
+    for name in PAYLOAD_COLUMNS:
+        if name == "created_at":
+            if row[name] is not None and row[name] != (first[name] or received_at):
+                return False
+        elif row[name] != first[name]:
+            return False
+    return True
+
+
+def _unclassified_summary(
+    reasons: list[str] | None, tags: list[str] | None, counts: list[int] | None
+) -> UnclassifiedSummary:
+    if not reasons:
+        return UnclassifiedSummary()
+    by_reason = Counter(dict.fromkeys(UNCLASSIFIED_REASONS, 0))
+    tags_by_reason: dict[str, list[str]] = {reason: [] for reason in UNCLASSIFIED_REASONS}
+    for reason, tag, count in zip(reasons, tags, counts, strict=True):
+        by_reason[reason] += count
+        tags_by_reason[reason].append(tag)
+    return UnclassifiedSummary(
+        count=sum(by_reason.values()),
+        reasons=dict(by_reason),
+        unknown_feature_tags=sorted(tags_by_reason[UNKNOWN_FEATURE_TAG]),
+        inactive_feature_tags=sorted(tags_by_reason[INACTIVE_FEATURE_TAG]),
+    )
 
 
 def _batch_json(rows: list[dict]) -> str:

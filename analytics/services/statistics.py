@@ -20,6 +20,7 @@ from analytics.selectors.statistics import (
     StatisticsWindow,
     cost_breakdown,
     cost_series,
+    newest_record_at,
     statistics_coverage,
     usage_series,
 )
@@ -44,10 +45,11 @@ def _window_view(window: StatisticsWindow) -> dict:
     }
 
 
-def _freshness_sec(newest_bucket: datetime | None, now: datetime) -> int:
-    if newest_bucket is None:
+def _freshness_sec(newest_record: datetime | None, now: datetime) -> int:
+    """Whole seconds from the newest record of the answer to now; 0 without records."""
+    if newest_record is None:
         return 0
-    return max(0, math.floor((now - newest_bucket).total_seconds()))
+    return max(0, math.floor((now - newest_record).total_seconds()))
 
 
 def _pct_of_total(spend: Decimal, total: Decimal) -> float:
@@ -66,7 +68,7 @@ def usage_statistics(
             "ts": bucket_label(bucket, window.resolution),
             "requests": requests,
             "compute_units": compute_units,
-            "tokens": tokens,
+            "tokens": int(tokens),
         }
         for bucket, requests, compute_units, tokens in rows
     ]
@@ -86,7 +88,10 @@ def usage_statistics(
         "series": series,
         "signals": {
             "sources": sources or ["none"],
-            "freshness_sec": _freshness_sec(rows[-1][0] if rows else None, now or timezone.now()),
+            "freshness_sec": _freshness_sec(
+                newest_record_at(tenant=tenant, window=window, include_runs=True) if rows else None,
+                now or timezone.now(),
+            ),
         },
     }
 
@@ -101,8 +106,8 @@ def cost_statistics(
             "ts": bucket_label(bucket, window.resolution),
             "spend_cents": spend,
             "requests": requests,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
+            "input_tokens": int(input_tokens),
+            "output_tokens": int(output_tokens),
         }
         for bucket, spend, requests, input_tokens, output_tokens in rows
     ]
@@ -126,8 +131,8 @@ def cost_statistics(
                     "model": key,
                     "spend_cents": spend,
                     "requests": requests,
-                    "input_tokens": input_tokens,
-                    "output_tokens": output_tokens,
+                    "input_tokens": int(input_tokens),
+                    "output_tokens": int(output_tokens),
                     "pct_of_total": pct,
                 }
             )
@@ -151,7 +156,10 @@ def cost_statistics(
         "by_feature": by_feature,
         "signals": {
             "sources": ["cost_records"] if series else ["none"],
-            "freshness_sec": _freshness_sec(rows[-1][0] if rows else None, now or timezone.now()),
+            "freshness_sec": _freshness_sec(
+                newest_record_at(tenant=tenant, window=window) if rows else None,
+                now or timezone.now(),
+            ),
         },
     }
 
@@ -177,7 +185,7 @@ def usage_csv_lines(*, tenant: Tenant, window: StatisticsWindow) -> Iterator[str
     return _csv_lines(
         USAGE_CSV_HEADER,
         (
-            (bucket_label(bucket, window.resolution), requests, compute_units, tokens)
+            (bucket_label(bucket, window.resolution), requests, compute_units, int(tokens))
             for bucket, requests, compute_units, tokens in rows
         ),
     )
@@ -194,8 +202,8 @@ def cost_csv_lines(*, tenant: Tenant, window: StatisticsWindow) -> Iterator[str]
                 bucket_label(bucket, window.resolution),
                 plain_decimal(spend),
                 requests,
-                input_tokens,
-                output_tokens,
+                int(input_tokens),
+                int(output_tokens),
             )
             for bucket, spend, requests, input_tokens, output_tokens in rows
         ),

@@ -492,6 +492,7 @@ class CanaryReportAdmin(_OperatorAdmin):
         "passed",
         "sample_source",
         "total_samples",
+        "evaluated_of_needed",
         "matching_samples",
         "minor_drift_samples",
         "major_drift_samples",
@@ -511,6 +512,7 @@ class CanaryReportAdmin(_OperatorAdmin):
                 "fields": (
                     ("run_id", "timestamp", "duration_ms"),
                     ("status", "passed", "failure_reasons_list"),
+                    ("evaluated_samples", "min_samples"),
                     ("sample_source", "drift_threshold"),
                 )
             },
@@ -539,6 +541,8 @@ class CanaryReportAdmin(_OperatorAdmin):
         "status",
         "passed",
         "failure_reasons_list",
+        "evaluated_samples",
+        "min_samples",
         "sample_source",
         "drift_threshold",
         "total_samples",
@@ -561,7 +565,13 @@ class CanaryReportAdmin(_OperatorAdmin):
             queryset = queryset.defer("comparisons", "diffs")
         return queryset
 
-    @admin.display(description="failure reasons")
+    @admin.display(description="evaluated / needed")
+    def evaluated_of_needed(self, report: CanaryReport) -> str:
+        # "3 / 100" on an insufficient_data run says at a glance how far it is from deciding.
+        needed = "-" if report.min_samples is None else report.min_samples
+        return f"{report.evaluated_samples} / {needed}"
+
+    @admin.display(description="reasons")
     def failure_reasons_list(self, report: CanaryReport) -> str:
         if not report.failure_reasons:
             return "-"

@@ -7,9 +7,8 @@ from functools import partial
 
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions
+from rest_framework import exceptions, generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,15 +20,11 @@ from analytics.api.permissions import (
     request_tenant,
 )
 from costsim.api import safety_serializers as s
+from costsim.selectors import breaker_incident_list, canary_report_list
 from costsim.services import alert_rules, datasets
-from costsim.services.breaker import (
-    breaker_disable,
-    breaker_enable,
-    breaker_state_view,
-    incident_list,
-)
+from costsim.services.breaker import breaker_disable, breaker_enable, breaker_state_view
 from costsim.services.calibration import calibration_report
-from costsim.services.canary import canary_report_list, canary_run
+from costsim.services.canary import canary_run
 from costsim.services.divergence import divergence_report
 from costsim.services.estimators import estimate_v2
 
@@ -60,16 +55,17 @@ def _configured_estimate_v2():
 # Breaker and incidents ----------------------------------------------------------------
 
 
-class IncidentListView(APIView):
+class IncidentListView(generics.ListAPIView):
     permission_classes = [IsAuthenticatedCaller]
+    ordering = ("-created_at", "-id")
 
-    @extend_schema(parameters=[s.IncidentListQuerySerializer], responses=s.IncidentListSerializer)
+    @extend_schema(parameters=[s.IncidentListQuerySerializer], responses=s.IncidentPageSerializer)
     def get(self, request):
         query = _query(s.IncidentListQuerySerializer, request)
-        incidents, total = incident_list(
-            include_resolved=query["include_resolved"], limit=query["limit"]
-        )
-        return Response(s.IncidentListSerializer({"incidents": incidents, "total": total}).data)
+        incidents = breaker_incident_list(include_resolved=query["include_resolved"])
+        page = self.paginate_queryset(incidents)
+        body = {**self.paginator.page_links(), "results": page, "total": incidents.count()}
+        return Response(s.IncidentPageSerializer(body).data)
 
 
 class BreakerDisableView(APIView):
@@ -107,44 +103,50 @@ class BreakerEnableView(APIView):
 class CanaryRunView(APIView):
     permission_classes = [IsStaff]
 
-    @extend_schema(request=s.CanaryRunInputSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(request=s.CanaryRunInputSerializer, responses=s.CanaryRunReportSerializer)
     def post(self, request):
         data = _body(s.CanaryRunInputSerializer, request)
         report = canary_run(
             sample_count=data["sample_count"], drift_threshold=data["drift_threshold"]
         )
-        return Response(report.to_dict())
+        return Response(s.canary_run_view(report))
 
 
-class CanaryReportListView(APIView):
+class CanaryReportListView(generics.ListAPIView):
     permission_classes = [IsAuthenticatedCaller]
+    ordering = ("-timestamp", "-id")
 
     @extend_schema(
-        parameters=[s.CanaryReportListQuerySerializer], responses=s.CanaryReportListSerializer
+        parameters=[s.CanaryReportListQuerySerializer], responses=s.CanaryReportPageSerializer
     )
     def get(self, request):
         query = _query(s.CanaryReportListQuerySerializer, request)
-        reports, total = canary_report_list(
-            status=query.get("status"), passed=query["passed"], limit=query["limit"]
-        )
-        return Response(s.CanaryReportListSerializer({"reports": reports, "total": total}).data)
+        reports = canary_report_list(status=query.get("status"), passed=query["passed"])
+        page = self.paginate_queryset(reports)
+        body = {**self.paginator.page_links(), "results": page, "total": reports.count()}
+        return Response(s.CanaryReportPageSerializer(body).data)
 
 
 # Reference datasets -------------------------------------------------------------------
 
 
-class DatasetListView(APIView):
-    permission_classes = [IsAuthenticatedCaller]
+class DatasetListView(generics.ListAPIView):
+    """The reference datasets, by id; pages like every other list."""
 
-    @extend_schema(operation_id="costsim_datasets_list", responses={200: {"type": "array"}})
+    permission_classes = [IsAuthenticatedCaller]
+    # Documents the items; the views are served as costsim.services.datasets builds them.
+    serializer_class = s.DatasetSerializer
+    ordering = ("id",)
+
+    @extend_schema(operation_id="costsim_datasets_list")
     def get(self, request):
-        return Response(datasets.dataset_views())
+        return self.get_paginated_response(self.paginate_queryset(datasets.dataset_views()))
 
 
 class DatasetDetailView(APIView):
     permission_classes = [IsAuthenticatedCaller]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses=s.DatasetDetailSerializer)
     def get(self, request, dataset_id: str):
         try:
             dataset = datasets.dataset_get(dataset_id)
@@ -156,7 +158,7 @@ class DatasetDetailView(APIView):
 class DatasetValidateView(APIView):
     permission_classes = [IsAuthenticatedCaller]
 
-    @extend_schema(request=s.EmptyInputSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(request=s.EmptyInputSerializer, responses=s.DatasetValidationSerializer)
     def post(self, request, dataset_id: str):
         _body(s.EmptyInputSerializer, request)
         try:
@@ -169,7 +171,7 @@ class DatasetValidateView(APIView):
 class DatasetValidateAllView(APIView):
     permission_classes = [IsAuthenticatedCaller]
 
-    @extend_schema(request=s.EmptyInputSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(request=s.EmptyInputSerializer, responses=s.DatasetValidationAllSerializer)
     def post(self, request):
         _body(s.EmptyInputSerializer, request)
         return Response(datasets.validate_all(estimate=_configured_estimate_v2()))
@@ -181,7 +183,7 @@ class DatasetValidateAllView(APIView):
 class AlertRulesView(APIView):
     permission_classes = [IsAuthenticatedCaller]
 
-    @extend_schema(responses={(200, alert_rules.CONTENT_TYPE): OpenApiTypes.STR})
+    @extend_schema(responses={(200, alert_rules.CONTENT_TYPE): s.AlertRuleFileSerializer})
     def get(self, request):
         # The stored bytes, not a re-serialisation: what promtool checked is what is served.
         return HttpResponse(alert_rules.alert_rules_bytes(), content_type=alert_rules.CONTENT_TYPE)

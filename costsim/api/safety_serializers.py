@@ -7,13 +7,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from analytics.api.actors import ActorField
 from analytics.api.fields import AwareDateTimeField, StrictSerializer
+from analytics.api.pagination import PageSerializer
+from costsim.api.serializers import ComparisonSerializer
 from costsim.models import BreakerIncident, CanaryReport, CanaryStatus
 
 MAX_REASON_CHARS = 500
 MAX_TTL_HOURS = 720
 CALIBRATION_DEFAULT_WINDOW = timedelta(days=30)
 CALIBRATION_MAX_WINDOW = timedelta(days=90)
+DATASET_VERDICTS = ("acceptable", "not_acceptable")
 
 
 @extend_schema_field(OpenApiTypes.NUMBER)
@@ -35,7 +39,7 @@ class BreakerStateSerializer(serializers.Serializer):
     consecutive_failures = serializers.IntegerField()
     last_failure_at = AwareDateTimeField(allow_null=True)
     disabled_until = AwareDateTimeField(allow_null=True)
-    disabled_by = serializers.CharField(allow_null=True)
+    disabled_by = ActorField()
 
 
 class BreakerDisableInputSerializer(StrictSerializer):
@@ -64,7 +68,7 @@ class IncidentSerializer(serializers.ModelSerializer):
     timestamp = AwareDateTimeField(source="created_at")
     resolved_at = AwareDateTimeField(allow_null=True)
     alert_sent_at = AwareDateTimeField(allow_null=True)
-    resolved_by = serializers.SerializerMethodField()
+    resolved_by = ActorField()
     resolution_notes = serializers.SerializerMethodField()
 
     class Meta:
@@ -86,20 +90,18 @@ class IncidentSerializer(serializers.ModelSerializer):
             "alert_sent_at",
         ]
 
-    def get_resolved_by(self, incident) -> str | None:
-        return incident.resolved_by or None
-
     def get_resolution_notes(self, incident) -> str | None:
         return incident.resolution_notes or None
 
 
 class IncidentListQuerySerializer(serializers.Serializer):
     include_resolved = serializers.BooleanField(required=False, default=False)
-    limit = serializers.IntegerField(required=False, default=10, min_value=1, max_value=100)
 
 
-class IncidentListSerializer(serializers.Serializer):
-    incidents = IncidentSerializer(many=True)
+class IncidentPageSerializer(PageSerializer):
+    """A page of breaker incidents, newest first; `total` counts every matching one."""
+
+    results = IncidentSerializer(many=True)
     total = serializers.IntegerField()
 
 
@@ -118,14 +120,20 @@ class CanaryRunInputSerializer(StrictSerializer):
 class CanaryReportListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=CanaryStatus.choices, required=False)
     passed = serializers.BooleanField(required=False, allow_null=True, default=None)
-    limit = serializers.IntegerField(required=False, default=10, min_value=1, max_value=100)
 
 
 class CanaryReportSummarySerializer(serializers.ModelSerializer):
-    """A persisted report without its `comparisons` and `diffs`."""
+    """A persisted report without its `comparisons` and `diffs`.
+
+    `insufficient_data` reports carry `kl_divergence`/`js_distance` null; `min_samples` is
+    how many evaluated samples a verdict needs (null on reports older than the floor).
+    """
 
     timestamp = AwareDateTimeField()
+    failure_reasons = serializers.ListField(child=serializers.CharField())
     sample_source = serializers.SerializerMethodField()
+    median_cost_diff_cents = serializers.FloatField(source="median_cost_diff")
+    p90_cost_diff_cents = serializers.FloatField(source="p90_cost_diff")
 
     class Meta:
         model = CanaryReport
@@ -134,11 +142,13 @@ class CanaryReportSummarySerializer(serializers.ModelSerializer):
             "timestamp",
             "status",
             "total_samples",
+            "evaluated_samples",
+            "min_samples",
             "matching_samples",
             "minor_drift_samples",
             "major_drift_samples",
-            "median_cost_diff",
-            "p90_cost_diff",
+            "median_cost_diff_cents",
+            "p90_cost_diff_cents",
             "kl_divergence",
             "js_distance",
             "outlier_count",
@@ -153,9 +163,55 @@ class CanaryReportSummarySerializer(serializers.ModelSerializer):
         return report.sample_source or None
 
 
-class CanaryReportListSerializer(serializers.Serializer):
-    reports = CanaryReportSummarySerializer(many=True)
+class CanaryReportPageSerializer(PageSerializer):
+    """A page of persisted reports, newest first; `total` counts every matching one."""
+
+    results = CanaryReportSummarySerializer(many=True)
     total = serializers.IntegerField()
+
+
+class CanaryComparisonSerializer(ComparisonSerializer):
+    sample_id = serializers.CharField()
+
+
+class CanaryDiffSerializer(serializers.Serializer):
+    """A sample whose comparison drifted (major drift or mismatch)."""
+
+    sample_id = serializers.CharField()
+    input_hash = serializers.CharField()
+    v2_output_hash = serializers.CharField()
+    cost_diff_cents = serializers.IntegerField(help_text="V2 minus V1.")
+    duration_diff = serializers.FloatField(help_text="V2 minus V1, milliseconds.")
+    diff_summary = serializers.CharField()
+
+
+class CanaryRunReportSerializer(CanaryReportSummarySerializer):
+    """The report of the run just made, with every evaluated sample (OpenAPI only)."""
+
+    comparisons = CanaryComparisonSerializer(many=True)
+    diffs = CanaryDiffSerializer(many=True)
+
+    class Meta(CanaryReportSummarySerializer.Meta):
+        fields = [*CanaryReportSummarySerializer.Meta.fields, "comparisons", "diffs"]
+
+
+# The engine's JSON shape keeps the stored names; the API names every amount `*_cents`.
+REPORT_CENTS_NAMES = {
+    "median_cost_diff": "median_cost_diff_cents",
+    "p90_cost_diff": "p90_cost_diff_cents",
+}
+DIFF_CENTS_NAMES = {"cost_diff": "cost_diff_cents"}
+
+
+def canary_run_view(report) -> dict:
+    """The report of a run (a canary_engine.CanaryReport) as CanaryRunReportSerializer
+    documents it."""
+    data = {REPORT_CENTS_NAMES.get(key, key): value for key, value in report.to_dict().items()}
+    data["diffs"] = [
+        {DIFF_CENTS_NAMES.get(key, key): value for key, value in diff.items()}
+        for diff in data["diffs"]
+    ]
+    return data
 
 
 # Datasets -----------------------------------------------------------------------------
@@ -163,6 +219,97 @@ class CanaryReportListSerializer(serializers.Serializer):
 
 class EmptyInputSerializer(StrictSerializer):
     """`{}`: the validation endpoints take no parameters but still reject unknown ones."""
+
+
+# The dataset views answer with the dictionaries costsim.services.datasets builds; these
+# serializers describe them in the OpenAPI document.
+
+
+class DatasetThresholdsSerializer(serializers.Serializer):
+    max_mean_error = serializers.FloatField(help_text="Cents.")
+    max_median_error = serializers.FloatField(help_text="Cents.")
+    max_std_deviation = serializers.FloatField(help_text="Cents.")
+    max_outlier_pct = serializers.FloatField(help_text="0 to 1.")
+    max_drift_score = serializers.FloatField(help_text="0 to 1.")
+
+
+class DatasetSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    sample_count = serializers.IntegerField()
+    thresholds = DatasetThresholdsSerializer()
+
+
+class DatasetDetailSerializer(DatasetSerializer):
+    sample_tags = serializers.ListField(
+        child=serializers.CharField(), help_text="Every tag its samples use, sorted."
+    )
+
+
+class DatasetValidationDetailsSerializer(serializers.Serializer):
+    thresholds = DatasetThresholdsSerializer()
+    errors_count = serializers.IntegerField(help_text="Samples with an expected cost.")
+    outliers_count = serializers.IntegerField()
+
+
+class DatasetValidationSerializer(serializers.Serializer):
+    """V2 on every sample of a dataset, judged against the dataset's thresholds."""
+
+    dataset_id = serializers.CharField()
+    dataset_name = serializers.CharField()
+    sample_count = serializers.IntegerField()
+    mean_error = serializers.FloatField(help_text="Absolute error in cents, 4 dp.")
+    median_error = serializers.FloatField()
+    std_deviation = serializers.FloatField()
+    outlier_pct = serializers.FloatField()
+    drift_score = serializers.FloatField()
+    verdict = serializers.ChoiceField(choices=DATASET_VERDICTS)
+    details = DatasetValidationDetailsSerializer()
+    timestamp = AwareDateTimeField()
+
+
+class DatasetValidationSummarySerializer(serializers.Serializer):
+    dataset_name = serializers.CharField()
+    sample_count = serializers.IntegerField()
+    mean_error = serializers.FloatField()
+    drift_score = serializers.FloatField()
+    verdict = serializers.ChoiceField(choices=DATASET_VERDICTS)
+
+
+class DatasetValidationAllSerializer(serializers.Serializer):
+    all_passed = serializers.BooleanField()
+    results = serializers.DictField(
+        child=DatasetValidationSummarySerializer(), help_text="Keyed by dataset id."
+    )
+    timestamp = AwareDateTimeField()
+
+
+# Alert rules --------------------------------------------------------------------------
+
+
+class AlertRuleSerializer(serializers.Serializer):
+    alert = serializers.CharField()
+    expr = serializers.CharField(help_text="PromQL.")
+    labels = serializers.DictField(child=serializers.CharField())
+    annotations = serializers.DictField(child=serializers.CharField())
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # `for` is a Python keyword, so it cannot be a class attribute.
+        fields["for"] = serializers.CharField(help_text="How long the condition must hold: `5m`.")
+        return fields
+
+
+class AlertRuleGroupSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    rules = AlertRuleSerializer(many=True)
+
+
+class AlertRuleFileSerializer(serializers.Serializer):
+    """The Prometheus rule file, served as YAML (OpenAPI only)."""
+
+    groups = AlertRuleGroupSerializer(many=True)
 
 
 # Divergence and calibration -----------------------------------------------------------
@@ -186,11 +333,18 @@ class DivergenceReportSerializer(serializers.Serializer):
     start_date = AwareDateTimeField()
     end_date = AwareDateTimeField()
     version = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["ok", "insufficient_data"],
+        help_text="insufficient_data: fewer than min_samples rows, so no KL or JS.",
+    )
     sample_count = serializers.IntegerField()
-    delta_p50 = serializers.FloatField()
-    delta_p90 = serializers.FloatField()
-    kl_divergence = serializers.FloatField()
-    js_distance = serializers.FloatField()
+    min_samples = serializers.IntegerField(
+        help_text="Rows the distances need (COSTSIM_MIN_DRIFT_SAMPLES)."
+    )
+    delta_p50_cents = serializers.FloatField(source="delta_p50")
+    delta_p90_cents = serializers.FloatField(source="delta_p90")
+    kl_divergence = serializers.FloatField(allow_null=True, help_text="Null below min_samples.")
+    js_distance = serializers.FloatField(allow_null=True, help_text="Null below min_samples.")
     outlier_count = serializers.IntegerField()
     fail_ratio = serializers.FloatField()
     matching_rate = serializers.FloatField()
@@ -200,12 +354,12 @@ class DivergenceReportSerializer(serializers.Serializer):
 class CalibrationQuerySerializer(serializers.Serializer):
     """`from`/`to` are optional: `to` defaults to now and `from` to 30 days before `to`."""
 
-    to = AwareDateTimeField(required=False)
+    to = AwareDateTimeField(required=False, allow_date=True)
 
     def get_fields(self):
         fields = super().get_fields()
         # `from` is a Python keyword, so the field cannot be a class attribute.
-        fields["from"] = AwareDateTimeField(required=False)
+        fields["from"] = AwareDateTimeField(required=False, allow_date=True)
         return fields
 
     def validate(self, attrs):

@@ -14,9 +14,9 @@ from typing import Any
 from rest_framework import serializers
 
 from analytics.api.fields import AwareDateTimeField, TimeWindowFilterSerializer
-from costsim.models import Provenance, ProvenanceSource, Variant
+from costsim.models import Provenance, ProvenanceSource, Variant, Verdict
 from costsim.services.estimators import DEFAULT_BUDGET_CENTS
-from costsim.services.provenance import unstorable_text_path
+from costsim.services.provenance import non_finite_number_path, unstorable_text_path
 
 SKILL_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
 # fullmatch, because "$" would also accept a trailing newline.
@@ -41,6 +41,7 @@ NOT_OBJECT = "must be an object"
 NOT_LIST = "must be a list"
 BAD_SKILL = f"must match ^{SKILL_PATTERN}$"
 UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
+NOT_FINITE = "must be a finite number"
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,19 @@ def parse_simulation_body(data: Any) -> SimulationInput:
             errors["run_id"] = ["must not be blank"]
         elif len(run_id) > MAX_RUN_ID_LENGTH:
             errors["run_id"] = [f"must be at most {MAX_RUN_ID_LENGTH} characters"]
+        elif unstorable_text_path(run_id) is not None:
+            # Provenance stores run_id as received; PostgreSQL would refuse it.
+            errors["run_id"] = [UNSTORABLE_TEXT]
 
-    if not errors:
-        # Provenance stores the plan and run_id as received; PostgreSQL would refuse them.
-        bad_text = unstorable_text_path(raw_plan, "plan") or unstorable_text_path(run_id, "run_id")
+    if plan and len(plan) == len(raw_plan):
+        # Every step is well formed. Provenance stores the plan as received, and PostgreSQL
+        # refuses NUL, unpaired surrogates and (`1e400` parses as infinity) non-finite numbers.
+        bad_text = unstorable_text_path(raw_plan, "plan")
         if bad_text is not None:
             errors[bad_text] = [UNSTORABLE_TEXT]
+        bad_number = non_finite_number_path(raw_plan, "plan")
+        if bad_number is not None:
+            errors[bad_number] = [NOT_FINITE]
     if errors:
         raise serializers.ValidationError(errors)
     return SimulationInput(
@@ -215,6 +223,12 @@ class ProvenanceRowSerializer(serializers.ModelSerializer):
     """The provenance row view (spec/costsim.md §5.4); payloads stay out of the API."""
 
     created_at = AwareDateTimeField(read_only=True)
+    # The stored columns keep their first names; the API names every amount `*_cents`.
+    v1_cost_cents = serializers.IntegerField(source="v1_cost", read_only=True, allow_null=True)
+    v2_cost_cents = serializers.IntegerField(source="v2_cost", read_only=True, allow_null=True)
+    cost_delta_cents = serializers.IntegerField(
+        source="cost_delta", read_only=True, allow_null=True, help_text="V2 minus V1."
+    )
 
     class Meta:
         model = Provenance
@@ -228,9 +242,9 @@ class ProvenanceRowSerializer(serializers.ModelSerializer):
             "commit_sha",
             "input_hash",
             "output_hash",
-            "v1_cost",
-            "v2_cost",
-            "cost_delta",
+            "v1_cost_cents",
+            "v2_cost_cents",
+            "cost_delta_cents",
             "drift_score",
             "verdict",
             "v2_status",
@@ -241,11 +255,13 @@ class ProvenanceRowSerializer(serializers.ModelSerializer):
 
 
 class DriftStatsSerializer(serializers.Serializer):
+    """Statistics of `cost_delta_cents` (V2 minus V1) over the rows with both costs."""
+
     total = serializers.IntegerField()
-    avg_delta = serializers.FloatField()
-    min_delta = serializers.FloatField()
-    max_delta = serializers.FloatField()
-    stddev_delta = serializers.FloatField()
+    avg_delta_cents = serializers.FloatField(source="avg_delta")
+    min_delta_cents = serializers.FloatField(source="min_delta")
+    max_delta_cents = serializers.FloatField(source="max_delta")
+    stddev_delta_cents = serializers.FloatField(source="stddev_delta")
 
 
 class SimulationStatusSerializer(serializers.Serializer):
@@ -256,3 +272,144 @@ class SimulationStatusSerializer(serializers.Serializer):
     drift_threshold = serializers.FloatField()
     consecutive_failures = serializers.IntegerField()
     disabled_until = AwareDateTimeField(allow_null=True)
+
+
+# --- simulation results (OpenAPI only: the views answer with the engines' dictionaries) ---
+
+V1_STATUSES = "`feasible`, `budget_insufficient`, `permission_denied` or `risk_too_high`"
+V2_STATUSES = "`success` or `error` (budget, permissions or risk; see `warnings`)"
+
+
+class V1StepEstimateSerializer(serializers.Serializer):
+    step_index = serializers.IntegerField()
+    skill_id = serializers.CharField()
+    iterations = serializers.IntegerField()
+    base_cost_cents = serializers.IntegerField()
+    cost_cents = serializers.IntegerField()
+    base_latency_ms = serializers.FloatField(help_text="An integer unless a timeout set it.")
+    latency_ms = serializers.FloatField()
+    risk_probability = serializers.FloatField(help_text="Per execution, not compounded.")
+    risk_type = serializers.CharField()
+
+
+class V1RiskSerializer(serializers.Serializer):
+    step_index = serializers.IntegerField()
+    skill_id = serializers.CharField()
+    risk_type = serializers.CharField()
+    probability = serializers.FloatField(help_text="Compounded over the iterations, 4 dp.")
+    description = serializers.CharField()
+    mitigation = serializers.CharField()
+
+
+class V1AlternativeSerializer(serializers.Serializer):
+    suggestion = serializers.CharField()
+    potential_savings_cents = serializers.IntegerField()
+
+
+class V1MetadataSerializer(serializers.Serializer):
+    plan_steps = serializers.IntegerField()
+    cumulative_risk = serializers.FloatField()
+    budget_utilization = serializers.FloatField(help_text="Cost over budget, 4 dp.")
+
+
+class V1ResultSerializer(serializers.Serializer):
+    """The authoritative V1 estimate of a plan."""
+
+    feasible = serializers.BooleanField()
+    status = serializers.CharField(help_text=V1_STATUSES)
+    estimated_cost_cents = serializers.IntegerField()
+    estimated_duration_ms = serializers.FloatField(help_text="An integer unless a timeout set it.")
+    budget_remaining_cents = serializers.IntegerField()
+    budget_sufficient = serializers.BooleanField()
+    permission_gaps = serializers.ListField(
+        child=serializers.CharField(), help_text="Skills of the plan outside `allowed_skills`."
+    )
+    risks = V1RiskSerializer(many=True)
+    step_estimates = V1StepEstimateSerializer(many=True)
+    alternatives = V1AlternativeSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+    metadata = V1MetadataSerializer()
+
+
+class V2StepEstimateSerializer(serializers.Serializer):
+    step_index = serializers.IntegerField()
+    skill_id = serializers.CharField()
+    iterations = serializers.IntegerField()
+    cost_cents = serializers.FloatField(help_text="2 dp.")
+    latency_ms = serializers.FloatField(help_text="2 dp.")
+    confidence = serializers.FloatField(help_text="Per execution, 4 dp.")
+
+
+class V2RiskSerializer(serializers.Serializer):
+    step_index = serializers.IntegerField()
+    skill_id = serializers.CharField()
+    risk_type = serializers.CharField()
+    probability = serializers.FloatField(help_text="Compounded over the iterations, 4 dp.")
+
+
+class V2MetadataSerializer(V1MetadataSerializer):
+    adapter_version = serializers.CharField()
+    commit_sha = serializers.CharField()
+
+
+class V2ResultSerializer(serializers.Serializer):
+    """The V2 (shadow) estimate of a plan, with its confidence."""
+
+    feasible = serializers.BooleanField()
+    status = serializers.CharField(help_text=V2_STATUSES)
+    estimated_cost_cents = serializers.IntegerField()
+    estimated_duration_ms = serializers.IntegerField()
+    budget_remaining_cents = serializers.IntegerField()
+    confidence_score = serializers.FloatField()
+    model_version = serializers.CharField()
+    step_estimates = V2StepEstimateSerializer(many=True)
+    risks = V2RiskSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+    metadata = V2MetadataSerializer()
+    runtime_ms = serializers.IntegerField()
+    output_hash = serializers.CharField(help_text="SHA-256 of the deterministic part.")
+
+
+class ComparisonDetailsSerializer(serializers.Serializer):
+    v1_status = serializers.CharField()
+    v2_status = serializers.CharField()
+    v2_confidence = serializers.FloatField()
+    v1_risks_count = serializers.IntegerField()
+    v2_risks_count = serializers.IntegerField()
+
+
+class ComparisonSerializer(serializers.Serializer):
+    """V2 against V1 for the same plan; deltas are V2 minus V1."""
+
+    verdict = serializers.ChoiceField(choices=Verdict.choices)
+    v1_cost_cents = serializers.IntegerField()
+    v2_cost_cents = serializers.IntegerField()
+    cost_delta_cents = serializers.IntegerField()
+    cost_delta_pct = serializers.FloatField(help_text="|delta| / max(V1 cost, 1), 4 dp.")
+    v1_duration_ms = serializers.FloatField()
+    v2_duration_ms = serializers.IntegerField()
+    duration_delta_ms = serializers.FloatField()
+    v1_feasible = serializers.BooleanField()
+    v2_feasible = serializers.BooleanField()
+    feasibility_match = serializers.BooleanField()
+    drift_score = serializers.FloatField(help_text="0 to 1, 4 dp.")
+    details = ComparisonDetailsSerializer()
+
+
+class SimulationResultSerializer(serializers.Serializer):
+    """`/costsim/simulate/`: V1 answers; V2 and the comparison only when V2 ran in shadow."""
+
+    v1 = V1ResultSerializer()
+    v2 = V2ResultSerializer(allow_null=True)
+    comparison = ComparisonSerializer(allow_null=True)
+    sandbox_enabled = serializers.BooleanField()
+    v2_error = serializers.CharField(
+        allow_null=True, help_text="Why V2 did not answer, or the breaker trip it caused."
+    )
+
+
+class SimulationV2ResultSerializer(serializers.Serializer):
+    """`/costsim/v2/simulate/`: V2 and its comparison with V1, whatever the sandbox says."""
+
+    v2 = V2ResultSerializer()
+    comparison = ComparisonSerializer()

@@ -36,10 +36,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from analytics.api.fields import format_datetime
 from costsim import metrics
 from costsim.models import (
     BREAKER_NAME,
     BreakerIncident,
+    CanaryStatus,
     CircuitBreaker,
     IncidentSeverity,
     IncidentTrigger,
@@ -50,6 +52,7 @@ from costsim.selectors import (
     circuit_breaker_snapshot_of,
 )
 from costsim.services.outbox import alert_enqueue_disable, alert_enqueue_enable
+from notifications.services.events import breaker_event_record
 
 logger = logging.getLogger(__name__)
 
@@ -108,18 +111,20 @@ def breaker_state_view(breaker: CircuitBreaker) -> dict[str, Any]:
     }
 
 
-def breaker_check() -> BreakerSnapshot:
+def breaker_check(*, seen: BreakerSnapshot | None = None) -> BreakerSnapshot:
     """`check` (§6): return the breaker as it stands now; `.disabled` is True while open.
 
     An open breaker whose `disabled_until` has passed closes itself here when
     COSTSIM_AUTO_RECOVER is on (the close re-reads the row under lock), and the snapshot
     returned is the state after that close. The common (closed) case is one unlocked
-    plain-SQL read. A missing row is created closed.
+    plain-SQL read, skipped when `seen` is a reading taken earlier in the same request (the
+    simulate endpoint reads the row with its key check). A missing row is created closed.
 
     The snapshot may be handed to `breaker_report_success` and `breaker_report_drift` of
     the same request as `seen`, which spares them their own read.
     """
-    seen = circuit_breaker_snapshot()
+    if seen is None:
+        seen = circuit_breaker_snapshot()
     if seen is None:
         seen = circuit_breaker_snapshot_of(_breaker_create())
     if seen.disabled and _ttl_expired(seen, timezone.now()):
@@ -132,14 +137,6 @@ def breaker_check() -> BreakerSnapshot:
 def breaker_is_disabled() -> bool:
     """`check` (§6): True while the breaker is open (see `breaker_check`)."""
     return breaker_check().disabled
-
-
-def incident_list(*, include_resolved: bool = False, limit: int = 10) -> tuple[list, int]:
-    """Return the newest `limit` incidents and the count of every matching one."""
-    queryset = BreakerIncident.objects.order_by("-created_at", "-id")
-    if not include_resolved:
-        queryset = queryset.filter(resolved=False)
-    return list(queryset[:limit]), queryset.count()
 
 
 # Writes -------------------------------------------------------------------------------
@@ -284,20 +281,25 @@ def _success_locked() -> None:
 
 
 def breaker_report_canary(
-    *, passed: bool, kl_divergence: float, total_samples: int, details: dict
+    *, status: str, kl_divergence: float | None, total_samples: int, details: dict
 ) -> BreakerIncident | None:
     """Feed a canary outcome; return the incident when a failed canary tripped the breaker.
 
-    A pass resets the failure streak of a closed breaker. A failure for any reason
-    (including `error`) is a drift report of max(kl_divergence, 1.0) over `total_samples`.
+    `pass` resets the failure streak of a closed breaker. `fail` and `error` are a drift
+    report of max(kl_divergence, 1.0) over `total_samples` (an `error` computed no KL, so
+    it scores 1.0). `insufficient_data` and `skipped` decided nothing and change nothing:
+    a canary on too few samples is no evidence either way, so it neither resets nor
+    extends the streak.
     """
-    if passed:
+    if status == CanaryStatus.PASS:
         seen = circuit_breaker_snapshot()
         if seen is None or (not seen.disabled and seen.consecutive_failures):
             _canary_passed_locked()
         return None
+    if status not in (CanaryStatus.FAIL, CanaryStatus.ERROR):
+        return None
     return breaker_report_drift(
-        score=max(kl_divergence, 1.0),
+        score=max(kl_divergence or 0.0, 1.0),
         sample_count=total_samples,
         details=details,
         source=SOURCE_CANARY,
@@ -429,6 +431,21 @@ def _trip(
 
     # Same transaction as the trip: the alert exists exactly when the trip committed.
     alert_enqueue_disable(breaker=breaker, incident=incident, now=now)
+    breaker_event_record(
+        event="tripped",
+        incident_id=incident.id,
+        severity=severity,
+        data={
+            "breaker": breaker.name,
+            "incident_id": incident.id,
+            "reason": reason,
+            "trigger": trigger,
+            "drift_score": drift_score,
+            "sample_count": sample_count,
+            "disabled_until": format_datetime(disabled_until),
+        },
+        at=now,
+    )
     _count_on_commit(metrics.cb_disabled_total, reason=trigger, severity=severity)
     _count_on_commit(metrics.cb_incidents_total, severity=severity, resolved="false")
     logger.warning(
@@ -466,6 +483,13 @@ def _close(
     breaker.save()
 
     alert_enqueue_enable(breaker=breaker, incident=incident, by=by, reason=alert_reason, now=now)
+    breaker_event_record(
+        event="recovered",
+        incident_id=incident.id if incident is not None else None,
+        severity="P3",
+        data={"breaker": breaker.name, "by": by, "reason": alert_reason},
+        at=now,
+    )
     _count_on_commit(metrics.cb_enabled_total, reason=metric_reason)
 
 

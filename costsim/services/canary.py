@@ -78,7 +78,8 @@ def canary_run(*, sample_count: int, drift_threshold: float) -> canary_engine.Ca
 
     Without the lock the report is `skipped`: not persisted, breaker untouched. Otherwise
     the report is persisted and then fed to the breaker (a pass resets the drift streak, a
-    fail or error counts as a drift failure).
+    fail or error counts as a drift failure, `insufficient_data` - fewer than
+    COSTSIM_MIN_DRIFT_SAMPLES evaluated, or the synthetic set - changes nothing).
     """
     run_id = random_hex12()
     timestamp = timezone.now()
@@ -101,11 +102,12 @@ def canary_run(*, sample_count: int, drift_threshold: float) -> canary_engine.Ca
             raise
     _count_run(report.status, job_outcome="success")
     logger.info(
-        "Canary %s: %s (%s of %s samples evaluated, KL %s)",
+        "Canary %s: %s (%s of %s samples evaluated, %s needed, KL %s)",
         run_id,
         report.status,
-        len(report.comparisons),
+        report.evaluated_samples,
         report.total_samples,
+        report.min_samples,
         report.kl_divergence,
     )
     return report
@@ -134,10 +136,11 @@ def _canary_execute(
         drift_threshold=drift_threshold,
         sample_source=source,
         duration_ms=round((time.monotonic() - started) * 1000),
+        min_samples=settings.COSTSIM_MIN_DRIFT_SAMPLES,
     )
     canary_report_persist(report=report)
     breaker_report_canary(
-        passed=report.passed,
+        status=report.status,
         kl_divergence=report.kl_divergence,
         total_samples=report.total_samples,
         details={
@@ -153,12 +156,14 @@ def _canary_execute(
 
 @transaction.atomic
 def canary_report_persist(*, report: canary_engine.CanaryReport) -> CanaryReport:
-    """Store a finished (pass, fail or error) report: one row per run_id."""
+    """Store a finished (pass, fail, error or insufficient_data) report: one per run_id."""
     row = CanaryReport(
         run_id=report.run_id,
         timestamp=report.timestamp,
         status=report.status,
         total_samples=report.total_samples,
+        evaluated_samples=report.evaluated_samples,
+        min_samples=report.min_samples,
         matching_samples=report.matching_samples,
         minor_drift_samples=report.minor_drift_samples,
         major_drift_samples=report.major_drift_samples,
@@ -178,21 +183,6 @@ def canary_report_persist(*, report: canary_engine.CanaryReport) -> CanaryReport
     row.full_clean()
     row.save(force_insert=True)
     return row
-
-
-def canary_report_list(
-    *, status: str | None = None, passed: bool | None = None, limit: int = 10
-) -> tuple[list[CanaryReport], int]:
-    """Return the newest `limit` persisted reports matching the filters, and their count.
-
-    The sample lists are left unloaded: list views never show them.
-    """
-    queryset = CanaryReport.objects.defer("comparisons", "diffs").order_by("-timestamp", "-id")
-    if status is not None:
-        queryset = queryset.filter(status=status)
-    if passed is not None:
-        queryset = queryset.filter(passed=passed)
-    return list(queryset[:limit]), queryset.count()
 
 
 def _count_run(status: str, *, job_outcome: str) -> None:

@@ -3,6 +3,11 @@
 Pure part of spec/costsim.md §8 (steps 1-6 and 8). The caller takes the leader lock, picks
 the samples (recent provenance, else ``SYNTHETIC_SAMPLES``), persists the report and feeds
 the circuit breaker; nothing here touches the database.
+
+A run judges V2 only on at least ``min_samples`` evaluated provenance samples. With fewer,
+or on the synthetic set, it reports ``insufficient_data``: the KL of a ten-bin histogram of
+a handful of costs says nothing about V2 (one sample alone gives KL 23), so such a run is
+neither a pass nor a failure and the caller does not tell the breaker.
 """
 
 import logging
@@ -37,6 +42,12 @@ MAJOR_DRIFT_MAX_PCT = 0.10
 SAMPLE_SOURCE_PROVENANCE = "provenance"
 SAMPLE_SOURCE_SYNTHETIC = "synthetic"
 
+STATUS_PASS = "pass"
+STATUS_FAIL = "fail"
+STATUS_ERROR = "error"
+STATUS_SKIPPED = "skipped"
+STATUS_INSUFFICIENT_DATA = "insufficient_data"
+
 SKIPPED_REASON = "Skipped: another instance is the leader"
 NO_SAMPLES_REASON = "No samples evaluated"
 
@@ -58,7 +69,9 @@ def _synthetic(sample_id: str, plan: list[dict[str, Any]], budget_cents: int) ->
     return CanarySample(sample_id, input_hash, plan, budget_cents)
 
 
-# Used when no recent provenance qualifies (§8 step 2).
+# Used when no recent provenance qualifies (§8 step 2). Four hand-written plans are a smoke
+# test (V1 and V2 run end to end), not a sample of anyone's traffic, and V1 and V2 price
+# synthetic_4 differently by design; a synthetic run therefore never judges V2.
 SYNTHETIC_SAMPLES: list[CanarySample] = [
     _synthetic(
         "synthetic_1",
@@ -174,6 +187,35 @@ def canary_failure_reasons(
     return reasons
 
 
+def sample_shortfall(
+    *, sample_source: str, total_samples: int, evaluated: int, min_samples: int
+) -> tuple[str, list[str]] | None:
+    """Return ``(status, reasons)`` when the samples cannot support a verdict, else None.
+
+    - synthetic samples: ``insufficient_data`` whatever their number;
+    - at least ``min_samples`` evaluated: None, the gates decide;
+    - at least ``min_samples`` taken but most of them raised: ``error``, a failure (the data
+      was there, the estimators could not read it);
+    - otherwise: ``insufficient_data``, saying how many samples a verdict needs.
+    """
+    raised = total_samples - evaluated
+    raised_note = [f"{raised} of {total_samples} samples could not be evaluated"] if raised else []
+    if sample_source == SAMPLE_SOURCE_SYNTHETIC:
+        return STATUS_INSUFFICIENT_DATA, [
+            "Insufficient data: synthetic samples only check that V2 runs; judging V2 needs "
+            f"{min_samples} evaluated samples of recent V2 traffic, found 0",
+            *raised_note,
+        ]
+    if evaluated >= min_samples:
+        return None
+    if total_samples >= min_samples and raised > evaluated:
+        return STATUS_ERROR, [NO_SAMPLES_REASON if evaluated == 0 else raised_note[0]]
+    return STATUS_INSUFFICIENT_DATA, [
+        f"Insufficient data: {evaluated} samples evaluated, judging V2 needs {min_samples}",
+        *raised_note,
+    ]
+
+
 def _isoformat_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -182,15 +224,17 @@ def _isoformat_utc(moment: datetime) -> str:
 class CanaryReport:
     run_id: str
     timestamp: datetime
-    status: str  # pass | fail | error | skipped
+    status: str  # pass | fail | error | skipped | insufficient_data
     total_samples: int
+    evaluated_samples: int  # total_samples minus the samples that raised
+    min_samples: int | None  # the floor judged against; None on a skipped run
     matching_samples: int
     minor_drift_samples: int
     major_drift_samples: int  # major_drift and mismatch
     median_cost_diff: float  # cents, absolute
     p90_cost_diff: float  # cents, absolute
-    kl_divergence: float  # 4 dp
-    js_distance: float  # 4 dp
+    kl_divergence: float | None  # 4 dp; None below min_samples
+    js_distance: float | None  # 4 dp; None below min_samples
     outlier_count: int
     passed: bool
     failure_reasons: list[str]
@@ -208,6 +252,8 @@ class CanaryReport:
             "timestamp": _isoformat_utc(self.timestamp),
             "status": self.status,
             "total_samples": self.total_samples,
+            "evaluated_samples": self.evaluated_samples,
+            "min_samples": self.min_samples,
             "matching_samples": self.matching_samples,
             "minor_drift_samples": self.minor_drift_samples,
             "major_drift_samples": self.major_drift_samples,
@@ -251,11 +297,14 @@ def canary_report(
     drift_threshold: float,
     sample_source: str,
     duration_ms: int,
+    min_samples: int,
 ) -> CanaryReport:
     """Build the canary report from the evaluated samples (§8 steps 4-6 and 8).
 
     ``total_samples`` counts every sample taken, including those that raised and are
-    missing from ``outcomes``. No outcome at all gives an ``error`` report.
+    missing from ``outcomes``. Fewer than ``min_samples`` outcomes, or synthetic samples,
+    give an ``insufficient_data`` report without distances (``sample_shortfall``); the
+    counts and cost differences of what was evaluated are still reported.
     """
     # An integral threshold from JSON (1) must still read "1.0" in the failure reason.
     drift_threshold = float(drift_threshold)
@@ -270,27 +319,39 @@ def canary_report(
         cost_diffs = sorted(abs(c.cost_delta_cents) for c in comparisons)
         median_cost_diff = float(percentile_element(cost_diffs, 0.5))
         p90_cost_diff = float(percentile_element(cost_diffs, 0.9))
+    else:
+        median_cost_diff = p90_cost_diff = 0.0
+
+    kl = js = None
+    shortfall = sample_shortfall(
+        sample_source=sample_source,
+        total_samples=total_samples,
+        evaluated=evaluated,
+        min_samples=min_samples,
+    )
+    if shortfall is not None:
+        status, reasons = shortfall
+    else:
         kl, js = distribution_distances(
             [c.v1_cost_cents for c in comparisons], [c.v2_cost_cents for c in comparisons]
         )
         kl, js = round(kl, 4), round(js, 4)
-    else:
-        median_cost_diff = p90_cost_diff = kl = js = 0.0
-
-    reasons = canary_failure_reasons(
-        evaluated=evaluated,
-        kl_divergence=kl,
-        outlier_count=outliers,
-        major_drift_samples=major,
-        drift_threshold=drift_threshold,
-    )
-    status = "error" if evaluated == 0 else "fail" if reasons else "pass"
+        reasons = canary_failure_reasons(
+            evaluated=evaluated,
+            kl_divergence=kl,
+            outlier_count=outliers,
+            major_drift_samples=major,
+            drift_threshold=drift_threshold,
+        )
+        status = STATUS_FAIL if reasons else STATUS_PASS
 
     return CanaryReport(
         run_id=run_id,
         timestamp=timestamp,
         status=status,
         total_samples=total_samples,
+        evaluated_samples=evaluated,
+        min_samples=min_samples,
         matching_samples=matching,
         minor_drift_samples=minor,
         major_drift_samples=major,
@@ -299,7 +360,7 @@ def canary_report(
         kl_divergence=kl,
         js_distance=js,
         outlier_count=outliers,
-        passed=status == "pass",
+        passed=status == STATUS_PASS,
         failure_reasons=reasons,
         sample_source=sample_source,
         drift_threshold=drift_threshold,
@@ -317,8 +378,10 @@ def skipped_report(*, run_id: str, timestamp: datetime, drift_threshold: float) 
     return CanaryReport(
         run_id=run_id,
         timestamp=timestamp,
-        status="skipped",
+        status=STATUS_SKIPPED,
         total_samples=0,
+        evaluated_samples=0,
+        min_samples=None,
         matching_samples=0,
         minor_drift_samples=0,
         major_drift_samples=0,

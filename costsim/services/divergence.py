@@ -2,7 +2,9 @@
 
 Counts, the two percentiles and the cost lists are aggregated by PostgreSQL in one query;
 the distribution distances come from the same pure function the canary uses, so both
-reports measure KL and JS identically.
+reports measure KL and JS identically. Like the canary, the report gives KL and JS only on
+at least COSTSIM_MIN_DRIFT_SAMPLES samples; below that its status is `insufficient_data`
+and both are null, while the counts, rates and percentiles of the rows found still show.
 """
 
 from datetime import datetime, timedelta
@@ -22,6 +24,9 @@ MAX_SAMPLES = 1000
 DETAILED_SAMPLES = 100
 OUTLIER_DRIFT_SCORE = 0.5
 FAIL_DRIFT_SCORE = 0.2
+
+STATUS_OK = "ok"
+STATUS_INSUFFICIENT_DATA = "insufficient_data"
 
 # The spec's percentile is element floor(f*n) of the ascending list (0-based), which is
 # neither percentile_disc (element ceil(f*n) - 1) nor percentile_cont. SQL arrays are
@@ -55,7 +60,9 @@ def divergence_report(
     """Return the divergence report of `tenant` over `[now - days, now)`.
 
     Samples are the newest 1000 rows of the window carrying both a V1 and a V2 cost. With
-    no sample every metric is 0 and `detailed_samples` is empty.
+    no sample every metric is 0 (the distances null) and `detailed_samples` is empty. With
+    fewer than COSTSIM_MIN_DRIFT_SAMPLES the status is `insufficient_data` and KL/JS are
+    null: a distance between histograms of a few costs is noise, not drift.
     """
     end = now or timezone.now()
     start = end - timedelta(days=days)
@@ -63,32 +70,38 @@ def divergence_report(
         cursor.execute(_AGGREGATE_SQL, [tenant.pk, start, end])
         n, p50, p90, outliers, fails, matches, v1_costs, v2_costs = cursor.fetchone()
 
+    min_samples = settings.COSTSIM_MIN_DRIFT_SAMPLES
+    enough = n >= min_samples
     report: dict[str, Any] = {
         "start_date": start,
         "end_date": end,
         "version": settings.COSTSIM_MODEL_VERSION,
+        "status": STATUS_OK if enough else STATUS_INSUFFICIENT_DATA,
         "sample_count": n,
+        "min_samples": min_samples,
     }
     if n == 0:
         return {
             **report,
             "delta_p50": 0.0,
             "delta_p90": 0.0,
-            "kl_divergence": 0.0,
-            "js_distance": 0.0,
+            "kl_divergence": None,
+            "js_distance": None,
             "outlier_count": 0,
             "fail_ratio": 0.0,
             "matching_rate": 0.0,
             "detailed_samples": [],
         }
 
-    kl, js = distribution_distances(v1_costs, v2_costs)
+    kl = js = None
+    if enough:
+        kl, js = (round(d, 4) for d in distribution_distances(v1_costs, v2_costs))
     return {
         **report,
         "delta_p50": round(float(p50), 2),
         "delta_p90": round(float(p90), 2),
-        "kl_divergence": round(kl, 4),
-        "js_distance": round(js, 4),
+        "kl_divergence": kl,
+        "js_distance": js,
         "outlier_count": outliers,
         "fail_ratio": round(fails / n, 4),
         "matching_rate": round(matches / n, 4),

@@ -6,6 +6,7 @@ retention prune deletes them.
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,12 +18,17 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from analytics.api.fields import format_datetime
+from analytics.api.fields import format_datetime, parse_aware_datetime
 from analytics.hashing import short_hash
 from analytics.models import Tenant
 from costsim import metrics
-from costsim.models import Provenance, ProvenanceSource, Variant
-from costsim.selectors import provenance_existing_keys, provenance_export_rows, tenants_by_slug
+from costsim.models import Provenance, ProvenanceSource, Variant, Verdict
+from costsim.selectors import (
+    provenance_existing_keys,
+    provenance_existing_rows,
+    provenance_export_rows,
+    tenants_by_slug,
+)
 from costsim.services.drift import Comparison
 from costsim.services.estimators import V1Result, V2Result
 from costsim.services.locks import LockId, leader_lock
@@ -32,6 +38,43 @@ logger = logging.getLogger(__name__)
 INPUT_HASH_LENGTH = 16
 _HEX_DIGITS = frozenset("0123456789abcdef")
 BACKFILL_KEYS = frozenset({"tenant", "cost", "run_id", "input", "input_hash"})
+# Money columns are named with their unit in the export. The backfill reads these names and
+# also the bare column names, which export files written before the rename carry.
+EXPORT_MONEY_NAMES = {
+    "v1_cost": "v1_cost_cents",
+    "v2_cost": "v2_cost_cents",
+    "cost_delta": "cost_delta_cents",
+}
+# A backfill line with `variant_slug` is an exported row (provenance_export) and is restored
+# as it was: its source, versions, payloads, costs and created_at. `id` and `tenant_id` are
+# read and ignored: they belong to the exporting database, the tenant is found by its slug.
+RESTORE_REQUIRED_KEYS = (
+    "tenant",
+    "variant_slug",
+    "source",
+    "model_version",
+    "adapter_version",
+    "commit_sha",
+    "input_hash",
+    "created_at",
+)
+RESTORE_KEYS = frozenset(
+    {
+        *RESTORE_REQUIRED_KEYS,
+        "id",
+        "tenant_id",
+        "run_id",
+        "input_json",
+        "output_json",
+        "output_hash",
+        "drift_score",
+        "verdict",
+        "v2_status",
+        "runtime_ms",
+        *EXPORT_MONEY_NAMES,
+        *EXPORT_MONEY_NAMES.values(),
+    }
+)
 # v1_cost is a PostgreSQL integer column.
 MAX_COST_CENTS = 2**31 - 1
 # Rows deleted per prune transaction: a retention backlog is removed in short
@@ -61,6 +104,27 @@ class BackfillResult:
     skipped: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     lines: int = 0  # non-blank lines read so far
+
+
+def non_finite_number_path(value: Any, path: str = "") -> str | None:
+    """Return the path of the first NaN or infinite number, or None.
+
+    JSON has no such numbers, so jsonb refuses them; Python's decoder still reads `1e400`
+    as infinity. Paths look like `plan[0].params.timeout`.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = non_finite_number_path(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = non_finite_number_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def unstorable_text_path(value: Any, path: str = "") -> str | None:
@@ -278,7 +342,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _backfill_parse(line_no: int, text: str | bytes) -> _BackfillLine | str:
+@dataclass(frozen=True)
+class _RestoreLine:
+    """An exported row to write back as it was (`values` by field name, tenant excluded)."""
+
+    line_no: int
+    slug: str
+    values: dict[str, Any]
+
+
+def _backfill_parse(line_no: int, text: str | bytes) -> _BackfillLine | _RestoreLine | str:
     """Return the parsed line, or the reason it is rejected."""
     try:
         # Bytes are decoded as UTF-8 here; a decoding error is a ValueError like bad JSON.
@@ -290,6 +363,8 @@ def _backfill_parse(line_no: int, text: str | bytes) -> _BackfillLine | str:
     bad_text = unstorable_text_path(data)
     if bad_text is not None:
         return f"{bad_text}: contains a NUL character or an unpaired surrogate"
+    if "variant_slug" in data:
+        return _restore_parse(line_no, data)
 
     problems: list[str] = []
     unknown = sorted(data.keys() - BACKFILL_KEYS)
@@ -344,6 +419,112 @@ def _backfill_parse(line_no: int, text: str | bytes) -> _BackfillLine | str:
     )
 
 
+def _restore_parse(line_no: int, data: dict[str, Any]) -> _RestoreLine | str:
+    """Return an exported row ready to restore, or the reasons it is rejected.
+
+    Types, choices, ranges and the timestamp are checked here; lengths by the model's
+    full_clean when the row is built.
+    """
+    problems: list[str] = []
+    unknown = sorted(data.keys() - RESTORE_KEYS)
+    if unknown:
+        problems.append(f"unknown field(s): {', '.join(unknown)}")
+    problems.extend(f"{key}: is required" for key in RESTORE_REQUIRED_KEYS if data.get(key) is None)
+    # Python reads `1e400` as infinity, which neither jsonb nor the export can hold.
+    bad_number = non_finite_number_path(data)
+    if bad_number is not None:
+        problems.append(f"{bad_number}: must be a finite number")
+
+    slug = data.get("tenant")
+    if slug is not None and (not isinstance(slug, str) or not slug):
+        problems.append("tenant: must be a tenant slug")
+    values: dict[str, Any] = {}
+    for name in (
+        "variant_slug",
+        "source",
+        "model_version",
+        "adapter_version",
+        "commit_sha",
+        "run_id",
+        "output_hash",
+        "verdict",
+        "v2_status",
+    ):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{name}: must be a string")
+        values[name] = value
+    values["output_hash"] = values["output_hash"] or ""
+    # Not left to full_clean: it skips the choices of non-editable fields.
+    for name, choices in (
+        ("variant_slug", Variant.values),
+        ("source", ProvenanceSource.values),
+        ("verdict", Verdict.values),
+    ):
+        if isinstance(values[name], str) and values[name] not in choices:
+            problems.append(f"{name}: must be one of {', '.join(choices)}")
+
+    input_hash = data.get("input_hash")
+    if input_hash is not None:
+        input_hash = input_hash.lower() if isinstance(input_hash, str) else None
+        if input_hash is None or not _is_hex16(input_hash):
+            problems.append("input_hash: must be 16 hex characters")
+    values["input_hash"] = input_hash
+    for name, default in (("input_json", {}), ("output_json", None)):
+        value = data.get(name)
+        if value is not None and not isinstance(value, dict):
+            problems.append(f"{name}: must be an object")
+        values[name] = value if value is not None else default
+
+    for column, name in EXPORT_MONEY_NAMES.items():
+        if column in data and name in data:
+            problems.append(f"{name}: given twice (also as {column})")
+            continue
+        key = name if name in data else column
+        minimum = -MAX_COST_CENTS if column == "cost_delta" else 0
+        problem = _whole_number_problem(data.get(key), minimum=minimum, unit="cents")
+        if problem is not None:
+            problems.append(f"{key}: {problem}")
+        values[column] = data.get(key)
+    problem = _whole_number_problem(data.get("runtime_ms"), minimum=0, unit="milliseconds")
+    if problem is not None:
+        problems.append(f"runtime_ms: {problem}")
+    values["runtime_ms"] = data.get("runtime_ms")
+    drift_score = data.get("drift_score")
+    if drift_score is not None and (
+        isinstance(drift_score, bool) or not isinstance(drift_score, int | float)
+    ):
+        problems.append("drift_score: must be a number")
+    values["drift_score"] = drift_score
+
+    created_at = data.get("created_at")
+    if created_at is not None:
+        try:
+            values["created_at"] = parse_aware_datetime(created_at)
+        except ValueError as exc:
+            problems.append(f"created_at: {exc}")
+
+    if problems:
+        return "; ".join(problems)
+    for column in (*EXPORT_MONEY_NAMES, "runtime_ms"):
+        if values[column] is not None:
+            values[column] = int(values[column])
+    return _RestoreLine(line_no=line_no, slug=slug, values=values)
+
+
+def _whole_number_problem(value: Any, *, minimum: int, unit: str) -> str | None:
+    """Why `value` is neither null nor a whole number in [minimum, MAX_COST_CENTS], or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a whole number of {unit}"
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return f"must be a whole number of {unit}"
+    if not minimum <= value <= MAX_COST_CENTS:
+        return f"must be between {minimum} and {MAX_COST_CENTS} {unit}"
+    return None
+
+
 def _is_hex16(value: str) -> bool:
     return len(value) == INPUT_HASH_LENGTH and set(value) <= _HEX_DIGITS
 
@@ -366,6 +547,12 @@ def _backfill_row(line: _BackfillLine, tenant: Tenant) -> Provenance:
     return row
 
 
+def _restore_row(line: _RestoreLine, tenant: Tenant) -> Provenance:
+    row = Provenance(tenant=tenant, **line.values)
+    row.full_clean(exclude=_CLEAN_EXCLUDE, validate_unique=False, validate_constraints=False)
+    return row
+
+
 class _Backfill:
     """State of one backfill run: tenants resolved so far and keys seen in the file."""
 
@@ -373,10 +560,12 @@ class _Backfill:
         self.dry_run = dry_run
         self.result = BackfillResult()
         self.tenants: dict[str, Tenant | None] = {}
-        self.seen: set[tuple[int, str]] = set()
+        # (tenant_id, input_hash) of every row kept, and (tenant_id, input_hash, created_at) of
+        # every exported row restored.
+        self.seen: set[tuple] = set()
 
     def run_batch(self, batch: list[tuple[int, str | bytes]]) -> None:
-        parsed: list[_BackfillLine] = []
+        parsed: list[_BackfillLine | _RestoreLine] = []
         for line_no, text in batch:
             outcome = _backfill_parse(line_no, text)
             if isinstance(outcome, str):
@@ -389,14 +578,15 @@ class _Backfill:
             found = tenants_by_slug(slugs=unresolved)
             self.tenants.update({slug: found.get(slug) for slug in unresolved})
 
-        candidates: list[tuple[_BackfillLine, Provenance]] = []
+        candidates: list[tuple[_BackfillLine | _RestoreLine, Provenance]] = []
         for line in parsed:
             tenant = self.tenants[line.slug]
             if tenant is None:
                 self.result.errors.append((line.line_no, f"tenant: unknown tenant '{line.slug}'"))
                 continue
+            build = _restore_row if isinstance(line, _RestoreLine) else _backfill_row
             try:
-                candidates.append((line, _backfill_row(line, tenant)))
+                candidates.append((line, build(line, tenant)))
             except ValidationError as exc:
                 reasons = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items())
                 self.result.errors.append((line.line_no, reasons))
@@ -407,7 +597,7 @@ class _Backfill:
             self._insert(candidates)
 
     @transaction.atomic
-    def _insert(self, candidates: list[tuple[_BackfillLine, Provenance]]) -> None:
+    def _insert(self, candidates: list[tuple[_BackfillLine | _RestoreLine, Provenance]]) -> None:
         # Serialise batches of concurrent backfills: the duplicate check below and the
         # insert must see every row another import committed before this batch.
         with connection.cursor() as cursor:
@@ -417,17 +607,36 @@ class _Backfill:
             Provenance.objects.bulk_create(rows)
             _count_written(rows)
 
-    def _keep_new(self, candidates: list[tuple[_BackfillLine, Provenance]]) -> list[Provenance]:
-        """Count duplicates as skipped and return the rows to insert, in line order."""
-        keys = {(row.tenant_id, line.input_hash) for line, row in candidates}
-        existing = provenance_existing_keys(keys=keys - self.seen)
-        rows = []
+    def _keep_new(
+        self, candidates: list[tuple[_BackfillLine | _RestoreLine, Provenance]]
+    ) -> list[Provenance]:
+        """Count duplicates as skipped and return the rows to insert, in line order.
+
+        A V1 baseline is a duplicate when its tenant has any row with its input_hash; a
+        restored row when its tenant has a row with its input_hash and created_at, that is
+        the same row (the same plan is compared many times, at different instants).
+        """
+        keyed: list[tuple[tuple, Provenance]] = []
+        baseline_keys: set[tuple[int, str]] = set()
+        restored_keys: set[tuple[int, str, datetime]] = set()
         for line, row in candidates:
-            key = (row.tenant_id, line.input_hash)
+            if isinstance(line, _RestoreLine):
+                restored_key = (row.tenant_id, row.input_hash, row.created_at)
+                restored_keys.add(restored_key)
+                keyed.append((restored_key, row))
+            else:
+                baseline_key = (row.tenant_id, row.input_hash)
+                baseline_keys.add(baseline_key)
+                keyed.append((baseline_key, row))
+        existing = provenance_existing_keys(keys=baseline_keys - self.seen)
+        existing |= provenance_existing_rows(keys=restored_keys - self.seen)
+        rows = []
+        for key, row in keyed:
             if key in self.seen or key in existing:
                 self.result.skipped += 1
                 continue
-            self.seen.add(key)
+            # A restored row also makes later baselines of its hash duplicates.
+            self.seen.update({key, (row.tenant_id, row.input_hash)})
             rows.append(row)
         self.result.inserted += len(rows)
         return rows
@@ -440,12 +649,14 @@ def provenance_backfill(
     dry_run: bool = False,
     progress: Callable[[BackfillResult], None] | None = None,
 ) -> BackfillResult:
-    """Import V1 baseline provenance from JSONL lines (spec/costsim.md §5.5).
+    """Import V1 baseline provenance, or restore exported rows, from JSONL lines.
 
-    Each non-blank line (text, or UTF-8 bytes) is `{tenant, cost, run_id?, input?,
-    input_hash?}`. A line whose
-    (tenant, input_hash) already has a row, in the database or earlier in the input, is
-    skipped; a bad line is reported with its 1-based number and the others continue.
+    Each non-blank line (text, or UTF-8 bytes) is either a V1 baseline, `{tenant, cost,
+    run_id?, input?, input_hash?}`, or a row as provenance_export writes it (it has
+    `variant_slug`), which is written back with its own source, versions, payloads, costs
+    and created_at. A baseline whose (tenant, input_hash) already has a row, and an exported
+    row whose (tenant, input_hash, created_at) does, in the database or earlier in the
+    input, is skipped; a bad line is reported with its 1-based number and the others continue.
     Per batch: one tenant query for new slugs, one duplicate query, one bulk INSERT, each
     batch in its own transaction, so an interrupted import keeps its finished batches and
     re-running it skips them. `progress` is called after every batch. With dry_run nothing
@@ -486,13 +697,16 @@ def provenance_export(
     """Yield every column of each provenance row, ordered by id, as JSON-ready dicts.
 
     Rows stream from a server-side cursor, so memory does not grow with the table.
-    created_at is ISO-8601 UTC with a Z; `tenant` is the slug, `tenant_id` the key.
+    created_at is ISO-8601 UTC with a Z; `tenant` is the slug, `tenant_id` the key; the
+    money columns are named with their unit (EXPORT_MONEY_NAMES). provenance_backfill
+    restores these dicts as they are.
     """
     rows = provenance_export_rows(tenant=tenant, start=start, end=end)
     for row in rows.iterator(chunk_size=chunk_size):
         slug = row.pop("tenant__slug")
         row["created_at"] = format_datetime(row["created_at"])
-        yield {"id": row.pop("id"), "tenant_id": row.pop("tenant_id"), "tenant": slug, **row}
+        head = {"id": row.pop("id"), "tenant_id": row.pop("tenant_id"), "tenant": slug}
+        yield head | {EXPORT_MONEY_NAMES.get(name, name): value for name, value in row.items()}
 
 
 def provenance_prune(*, days: int, dry_run: bool = False) -> int | None:

@@ -89,13 +89,15 @@ def simulate(
     allowed_skills: list[str] | None,
     run_id: str | None,
     raw_plan: list[Any] | None = None,
+    breaker_seen: BreakerSnapshot | None = None,
 ) -> dict[str, Any]:
     """Run V1, and V2 in shadow when the sandbox is on and the breaker closed.
 
     Return `{v1, v2, comparison, sandbox_enabled, v2_error}`. Never raises because of V2,
     the breaker or provenance: the exception's message becomes `v2_error` and whatever V2
     result or comparison exists is still returned. `raw_plan` is the plan as the client
-    sent it (defaults to `plan`); provenance hashes that one.
+    sent it (defaults to `plan`); provenance hashes that one. `breaker_seen` is a reading of
+    the breaker row taken earlier in the same request, used instead of reading it again.
     """
     v1 = estimators.estimate_v1(plan, budget_cents=budget_cents, allowed_skills=allowed_skills)
     response: dict[str, Any] = {
@@ -108,7 +110,7 @@ def simulate(
     if not settings.COSTSIM_V2_SANDBOX:
         return response
     try:
-        seen = breaker.breaker_check()
+        seen = breaker.breaker_check(seen=breaker_seen)
     except Exception as exc:
         # The breaker state is unknown, so V2 stays off for this request.
         logger.exception("Circuit breaker check failed; V2 shadow skipped")

@@ -1,19 +1,16 @@
 from rest_framework import serializers
 
+from analytics.api.actors import ActorField
 from analytics.api.fields import AwareDateTimeField, StrictSerializer
+from analytics.api.pagination import PageSerializer
 from feedback.choices import FeedbackSeverity, PatternType
 from feedback.models import PatternFeedback
-
-MAX_LIMIT = 200
-DEFAULT_LIMIT = 50
 
 
 class FeedbackListQuerySerializer(serializers.Serializer):
     pattern_type = serializers.ChoiceField(choices=PatternType.choices, required=False)
     severity = serializers.ChoiceField(choices=FeedbackSeverity.choices, required=False)
     acknowledged = serializers.BooleanField(required=False, allow_null=True, default=None)
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
-    offset = serializers.IntegerField(min_value=0, default=0)
 
 
 class FeedbackEmptyBodySerializer(StrictSerializer):
@@ -45,7 +42,8 @@ class FeedbackDetailSerializer(serializers.ModelSerializer):
     detected_at = AwareDateTimeField()
     created_at = AwareDateTimeField()
     updated_at = AwareDateTimeField()
-    acknowledged_at = AwareDateTimeField()
+    acknowledged_at = AwareDateTimeField(allow_null=True)
+    acknowledged_by = ActorField()
     provenance = serializers.ListField(child=serializers.CharField())
     metadata = serializers.DictField()
 
@@ -83,13 +81,13 @@ class FeedbackCountsBySeveritySerializer(serializers.Serializer):
     critical = serializers.IntegerField()
 
 
-class FeedbackListSerializer(serializers.Serializer):
+class FeedbackPageSerializer(PageSerializer):
+    """A page of feedback; `total` and the counts cover the whole filtered list."""
+
+    results = FeedbackItemSerializer(many=True)
     total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
     by_type = FeedbackCountsByTypeSerializer()
     by_severity = FeedbackCountsBySeveritySerializer()
-    items = FeedbackItemSerializer(many=True)
 
 
 class FeedbackStatsSerializer(serializers.Serializer):

@@ -8,9 +8,8 @@ from analytics.api.viewsets import TenantScopedMixin
 from feedback.api.serializers import (
     FeedbackDetailSerializer,
     FeedbackEmptyBodySerializer,
-    FeedbackItemSerializer,
     FeedbackListQuerySerializer,
-    FeedbackListSerializer,
+    FeedbackPageSerializer,
     FeedbackStatsSerializer,
     PatternDetectionResultSerializer,
 )
@@ -24,13 +23,14 @@ class FeedbackViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.Gen
     """Pattern feedback of the caller's tenant: list, detail, stats, acknowledge, detect."""
 
     serializer_class = FeedbackDetailSerializer
-    pagination_class = None
     queryset = PatternFeedback.objects.none()
+    # The selector's order; the page's keyset follows it.
+    ordering = ("-detected_at", "id")
 
     def get_tenant_queryset(self, tenant):
         return feedback_list(tenant=tenant)
 
-    @extend_schema(parameters=[FeedbackListQuerySerializer], responses=FeedbackListSerializer)
+    @extend_schema(parameters=[FeedbackListQuerySerializer], responses=FeedbackPageSerializer)
     def list(self, request):
         query = FeedbackListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
@@ -42,18 +42,15 @@ class FeedbackViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.Gen
             acknowledged=params["acknowledged"],
         )
         counts = feedback_counts(filtered)
-        limit, offset = params["limit"], params["offset"]
-        items = feedback_list_items(filtered)[offset : offset + limit]
-        return Response(
-            {
-                "total": counts["total"],
-                "limit": limit,
-                "offset": offset,
-                "by_type": counts["by_type"],
-                "by_severity": counts["by_severity"],
-                "items": FeedbackItemSerializer(items, many=True).data,
-            }
-        )
+        page = self.paginate_queryset(feedback_list_items(filtered))
+        body = {
+            **self.paginator.page_links(),
+            "results": page,
+            "total": counts["total"],
+            "by_type": counts["by_type"],
+            "by_severity": counts["by_severity"],
+        }
+        return Response(FeedbackPageSerializer(body).data)
 
     @extend_schema(responses=FeedbackStatsSerializer)
     @action(detail=False, methods=["get"])

@@ -2,13 +2,9 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from analytics.api.fields import AwareDateTimeField, StrictSerializer
+from analytics.api.pagination import PageSerializer
 from predictions.choices import PredictionType, SubjectType
 from predictions.models import Prediction
-
-MAX_LIMIT = 200
-DEFAULT_LIMIT = 50
-SUBJECT_MAX_LIMIT = 100
-SUBJECT_DEFAULT_LIMIT = 20
 
 
 class PredictionIncludeExpiredQuerySerializer(serializers.Serializer):
@@ -19,16 +15,11 @@ class PredictionListQuerySerializer(PredictionIncludeExpiredQuerySerializer):
     prediction_type = serializers.ChoiceField(choices=PredictionType.choices, required=False)
     subject_type = serializers.ChoiceField(choices=SubjectType.choices, required=False)
     subject_id = serializers.CharField(max_length=128, required=False)
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
-    offset = serializers.IntegerField(min_value=0, default=0)
 
 
 class PredictionSubjectQuerySerializer(PredictionIncludeExpiredQuerySerializer):
     subject_type = serializers.ChoiceField(choices=SubjectType.choices)
     subject_id = serializers.CharField(max_length=128)
-    limit = serializers.IntegerField(
-        min_value=1, max_value=SUBJECT_MAX_LIMIT, default=SUBJECT_DEFAULT_LIMIT
-    )
 
 
 class PredictionEmptyBodySerializer(StrictSerializer):
@@ -110,20 +101,22 @@ class PredictionCountsBySubjectTypeSerializer(serializers.Serializer):
     tenant = serializers.IntegerField()
 
 
-class PredictionListSerializer(serializers.Serializer):
+class PredictionPageSerializer(PageSerializer):
+    """A page of predictions; `total` and the counts cover the whole filtered list."""
+
+    results = PredictionItemSerializer(many=True)
     total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
     by_type = PredictionCountsByTypeSerializer()
     by_subject_type = PredictionCountsBySubjectTypeSerializer()
-    items = PredictionItemSerializer(many=True)
 
 
-class SubjectPredictionsSerializer(serializers.Serializer):
-    subject_type = serializers.CharField()
+class SubjectPredictionPageSerializer(PageSerializer):
+    """A page of the predictions about one subject; `total` counts all of them."""
+
+    results = SubjectPredictionSerializer(many=True)
+    subject_type = serializers.ChoiceField(choices=SubjectType.choices)
     subject_id = serializers.CharField()
-    predictions = SubjectPredictionSerializer(many=True)
-    count = serializers.IntegerField()
+    total = serializers.IntegerField()
 
 
 class PredictionAdvisoryComplianceSerializer(serializers.Serializer):

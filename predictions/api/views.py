@@ -1,9 +1,8 @@
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from analytics.api.viewsets import TenantScopedMixin
 from predictions.api.serializers import (
@@ -12,10 +11,10 @@ from predictions.api.serializers import (
     PredictionEmptyBodySerializer,
     PredictionIncludeExpiredQuerySerializer,
     PredictionListQuerySerializer,
-    PredictionListSerializer,
+    PredictionPageSerializer,
     PredictionStatsSerializer,
     PredictionSubjectQuerySerializer,
-    SubjectPredictionsSerializer,
+    SubjectPredictionPageSerializer,
 )
 from predictions.models import Prediction
 from predictions.selectors import prediction_counts, prediction_list
@@ -35,8 +34,9 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
     """Advisory predictions of the caller's tenant: list, detail, stats and a manual cycle."""
 
     serializer_class = PredictionDetailSerializer
-    pagination_class = None
     queryset = Prediction.objects.none()
+    # The selector's order; the page's keyset follows it.
+    ordering = ("-created_at", "id")
 
     def get_tenant_queryset(self, tenant):
         return Prediction.objects.for_tenant(tenant)
@@ -49,7 +49,7 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
         self.now = timezone.now()
         super().initial(request, *args, **kwargs)
 
-    @extend_schema(parameters=[PredictionListQuerySerializer], responses=PredictionListSerializer)
+    @extend_schema(parameters=[PredictionListQuerySerializer], responses=PredictionPageSerializer)
     def list(self, request):
         params = _validated_query(PredictionListQuerySerializer, request)
         filtered = prediction_list(
@@ -61,16 +61,15 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
             subject_id=params.get("subject_id"),
         )
         counts = prediction_counts(filtered)
-        limit, offset = params["limit"], params["offset"]
+        page = self.paginate_queryset(filtered)
         body = {
+            **self.paginator.page_links(),
+            "results": page,
             "total": counts["total"],
-            "limit": limit,
-            "offset": offset,
             "by_type": counts["by_type"],
             "by_subject_type": counts["by_subject_type"],
-            "items": filtered[offset : offset + limit],
         }
-        return Response(PredictionListSerializer(body, context=self.get_serializer_context()).data)
+        return Response(PredictionPageSerializer(body, context=self.get_serializer_context()).data)
 
     @extend_schema(
         parameters=[PredictionIncludeExpiredQuerySerializer], responses=PredictionStatsSerializer
@@ -112,14 +111,16 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
         OpenApiParameter("subject_type", str, OpenApiParameter.PATH),
         OpenApiParameter("subject_id", str, OpenApiParameter.PATH),
         OpenApiParameter("include_expired", bool),
-        OpenApiParameter("limit", int, description="1..100, default 20"),
     ],
-    responses=SubjectPredictionsSerializer,
+    responses=SubjectPredictionPageSerializer,
 )
-class PredictionSubjectView(TenantScopedMixin, APIView):
+class PredictionSubjectView(TenantScopedMixin, generics.ListAPIView):
     """The predictions about one subject, newest first."""
 
-    def get(self, request, subject_type: str, subject_id: str):
+    queryset = Prediction.objects.none()
+    ordering = ("-created_at", "id")
+
+    def list(self, request, subject_type: str, subject_id: str):
         now = timezone.now()
         params = _validated_query(
             PredictionSubjectQuerySerializer,
@@ -127,19 +128,19 @@ class PredictionSubjectView(TenantScopedMixin, APIView):
             subject_type=subject_type,
             subject_id=subject_id,
         )
-        predictions = list(
-            prediction_list(
-                tenant=self.get_tenant(),
-                now=now,
-                include_expired=params["include_expired"],
-                subject_type=params["subject_type"],
-                subject_id=params["subject_id"],
-            )[: params["limit"]]
+        predictions = prediction_list(
+            tenant=self.get_tenant(),
+            now=now,
+            include_expired=params["include_expired"],
+            subject_type=params["subject_type"],
+            subject_id=params["subject_id"],
         )
+        page = self.paginate_queryset(predictions)
         body = {
+            **self.paginator.page_links(),
+            "results": page,
             "subject_type": params["subject_type"],
             "subject_id": params["subject_id"],
-            "predictions": predictions,
-            "count": len(predictions),
+            "total": predictions.count(),
         }
-        return Response(SubjectPredictionsSerializer(body, context={"now": now}).data)
+        return Response(SubjectPredictionPageSerializer(body, context={"now": now}).data)

@@ -5,15 +5,15 @@ incident with its evidence, acknowledge it, resolve it with a note, and see the 
 on the page.
 """
 
-from pathlib import Path
-
 import pytest
+from django.db import connections
 
 from analytics.models import Anomaly, AnomalyStatus, Incident
 from tests.analytics.factories import AnomalyFactory, user_spike_incident
 from tests.factories import TenantFactory
+from tests.tools import tool_path
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -24,27 +24,31 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 15_000
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Chromium not found: apt-get install chromium to enable"
-    ),
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def browser_page():
+def browser_page(monkeypatch):
+    chromium = tool_path(CHROMIUM, install="apt-get install chromium to run the browser tests")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop running in this thread, so Django takes the
+    # test's ORM calls for async code. They only happen while no browser request is in
+    # flight, so its guard is relaxed here.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
         )
         page = browser.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         try:
             yield page
         finally:
+            # While that loop runs, Django keeps this thread's connections apart from the
+            # ones it uses otherwise; closed here, inside the loop, or the connection the
+            # test used stays open and the test database cannot be dropped at the end.
+            connections.close_all()
             browser.close()
 
 
@@ -83,11 +87,8 @@ def log_in(page, live_server, next_path: str) -> None:
 
 
 def test_operator_acknowledges_and_resolves_an_anomaly(
-    live_server, operator, anomaly, browser_page, monkeypatch
+    live_server, operator, anomaly, browser_page
 ):
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls below happen
-    # while no browser request is in flight, so Django's async guard can be relaxed here.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     page = browser_page
 
     # given an operator logged in to the console
@@ -121,9 +122,7 @@ def test_operator_acknowledges_and_resolves_an_anomaly(
     assert stored.resolution_notes == "Retry loop fixed in release 4.2"
 
 
-def test_operator_triages_an_incident(live_server, operator, incident, browser_page, monkeypatch):
-    # As above: the ORM is only used while no browser request is in flight.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def test_operator_triages_an_incident(live_server, operator, incident, browser_page):
     page = browser_page
     members = set(incident.anomalies.values_list("pk", flat=True))
 

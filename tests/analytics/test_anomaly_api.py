@@ -333,3 +333,21 @@ def test_no_credentials_is_401(client):
 
     assert response.status_code == 401
     assert response.json()["error"] == "not_authenticated"
+
+
+def test_nobody_is_null_and_rule_amounts_are_named_in_cents(tenant, api_client):
+    # given: an open anomaly of the spike rule, which stores its baseline unsuffixed
+    anomaly = AnomalyFactory(
+        tenant=tenant, metadata={"lookback_days": 14, "baseline_daily_avg": 100.0}
+    )
+    # when
+    detail = api_client.get(url(anomaly)).json()
+    (listed,) = api_client.get(LIST_URL).json()["results"]
+    # then
+    for body in (detail, listed):
+        assert (body["acknowledged_by"], body["resolved_by"], body["feedback_by"]) == (
+            None,
+            None,
+            None,
+        )
+        assert body["metadata"] == {"lookback_days": 14, "baseline_daily_avg_cents": 100.0}

@@ -58,7 +58,7 @@ def test_settings_start_as_the_project_defaults(api_client):
     assert set(body) == SETTING_KEYS | {"defaults", "overridden", "updated_at", "updated_by"}
     assert values(body) == DEFAULTS
     assert body["defaults"] == DEFAULTS
-    assert (body["overridden"], body["updated_at"], body["updated_by"]) == ([], None, "")
+    assert (body["overridden"], body["updated_at"], body["updated_by"]) == ([], None, None)
 
 
 def test_patch_changes_only_the_given_settings(api_key, api_client, frozen):
@@ -442,3 +442,12 @@ def test_a_plan_covering_the_spike_keeps_the_next_run_quiet(tenant, api_client):
     with time_machine.travel(DAY_AFTER + timedelta(hours=1), tick=False):
         again = api_client.post(DETECT_URL, {"dry_run": True}, format="json").json()
     assert again["opened"] == 1
+
+
+def test_a_plan_created_outside_the_api_was_created_by_nobody(tenant, api_client):
+    # given
+    PlannedActivityFactory(tenant=tenant, created_by="")
+    # when
+    (plan,) = api_client.get(PLANS_URL).json()["results"]
+    # then
+    assert plan["created_by"] is None

@@ -489,3 +489,20 @@ def test_no_credentials_is_401(client):
 
     assert response.status_code == 401
     assert response.json()["error"] == "not_authenticated"
+
+
+def test_nobody_is_null_until_an_operator_acts(tenant, api_client):
+    # given
+    incident = IncidentFactory(tenant=tenant)
+    AnomalyFactory(tenant=tenant, incident=incident)
+    # when
+    detail = api_client.get(url(incident)).json()
+    (listed,) = api_client.get(LIST_URL).json()["results"]
+    # then
+    for body in (detail, listed):
+        assert (body["acknowledged_by"], body["resolved_by"], body["feedback_by"]) == (
+            None,
+            None,
+            None,
+        )
+    assert detail["anomalies"][0]["acknowledged_by"] is None

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from analytics.models import CostRecord, CostSnapshot, SnapshotStatus, SnapshotType
 from analytics.services.ingest import cost_records_ingest
+from tests.conftest import key_client
 from tests.factories import CostRecordFactory, FeatureTagFactory, utc
 
 pytestmark = pytest.mark.django_db
@@ -25,6 +26,11 @@ def record(**fields) -> dict:
 
 def post(client, records, **extra):
     return client.post(URL, {"records": records}, format="json", **extra)
+
+
+def counts(response) -> dict[str, int]:
+    body = response.json()
+    return {"accepted": body["accepted"], "duplicates": body["duplicates"]}
 
 
 def field_errors(response) -> dict[str, str]:
@@ -74,7 +80,16 @@ def test_batch_is_stored_with_defaults_and_receipt_time(api_client, tenant):
     )
     # then
     assert response.status_code == 201
-    assert response.json() == {"accepted": 2, "duplicates": 0}
+    assert response.json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "unclassified": {
+            "count": 0,
+            "reasons": {"unknown_feature_tag": 0, "inactive_feature_tag": 0},
+            "unknown_feature_tags": [],
+            "inactive_feature_tags": [],
+        },
+    }
     bare = CostRecord.objects.get(tenant=tenant, idempotency_key=None)
     full = CostRecord.objects.get(tenant=tenant, idempotency_key="k-1")
     assert (bare.input_tokens, bare.output_tokens, bare.is_retry) == (0, 0, False)
@@ -95,27 +110,17 @@ def test_spec_example_duplicates_in_batch_and_in_database(api_client, tenant):
     second = post(api_client, batch)
     # then
     assert first.status_code == second.status_code == 201
-    assert first.json() == {"accepted": 2, "duplicates": 1}
-    assert second.json() == {"accepted": 1, "duplicates": 2}
+    assert counts(first) == {"accepted": 2, "duplicates": 1}
+    assert counts(second) == {"accepted": 1, "duplicates": 2}
     assert CostRecord.objects.filter(tenant=tenant).count() == 3
 
 
-def test_duplicate_with_different_contents_leaves_the_stored_row_unchanged(api_client, tenant):
-    # given
-    post(api_client, [record(idempotency_key="k", cost_cents=2)])
-    # when
-    response = post(api_client, [record(idempotency_key="k", cost_cents=99, model="other")])
-    # then
-    assert response.json() == {"accepted": 0, "duplicates": 1}
-    stored = CostRecord.objects.get(tenant=tenant, idempotency_key="k")
-    assert (stored.model, stored.cost_cents) == ("gpt-4o", Decimal(2))
-
-
-def test_first_occurrence_of_a_key_in_the_batch_is_the_one_written(api_client, tenant):
+def test_same_key_and_payload_in_the_batch_is_written_once(api_client, tenant):
     response = post(
-        api_client, [record(idempotency_key="k", model="first"), record(idempotency_key="k")]
+        api_client,
+        [record(idempotency_key="k", model="first"), record(idempotency_key="k", model="first")],
     )
-    assert response.json() == {"accepted": 1, "duplicates": 1}
+    assert counts(response) == {"accepted": 1, "duplicates": 1}
     assert CostRecord.objects.get(tenant=tenant).model == "first"
 
 
@@ -135,7 +140,8 @@ def test_idempotency_keys_are_scoped_to_the_tenant(api_client, other_client, ten
         ("12.345678", Decimal("12.345678")),
         (12.345678, Decimal("12.345678")),
         ("1.5000000000", Decimal("1.5")),
-        ("999999999999.999999", Decimal("999999999999.999999")),
+        ("9999999.999999", Decimal("9999999.999999")),
+        (10_000_000, Decimal(10_000_000)),
         ("1E+1", Decimal(10)),
         ("2.5e-5", Decimal("0.000025")),
     ],
@@ -162,7 +168,9 @@ def test_created_at_up_to_five_minutes_ahead_is_accepted(api_client):
         (record(cost_cents=[1]), "cost_cents", "must be a number"),
         (record(cost_cents=-1), "cost_cents", "must be greater than or equal to 0"),
         (record(cost_cents="1.1234567"), "cost_cents", "must have at most 6 decimal places"),
-        (record(cost_cents=1e12), "cost_cents", "must be less than 1000000000000"),
+        (record(cost_cents=1e12), "cost_cents", "must be less than or equal to 10000000"),
+        (record(cost_cents="10000000.000001"), "cost_cents", "must be less than or equal to"),
+        (record(cost_cents=999999999999), "cost_cents", "must be less than or equal to"),
         (record(cost_cents="NaN"), "cost_cents", "must be a number"),
         (record(cost_cents=None), "cost_cents", "may not be null"),
         ({"model": "gpt-4o"}, "cost_cents", "is required"),
@@ -177,6 +185,16 @@ def test_created_at_up_to_five_minutes_ahead_is_accepted(api_client):
         (record(output_tokens=1.5), "output_tokens", "must be an integer"),
         (record(input_tokens=True), "input_tokens", "must be an integer"),
         (record(input_tokens=2**63), "input_tokens", "must be less than or equal to"),
+        (
+            record(input_tokens=1_000_000_001),
+            "input_tokens",
+            "must be less than or equal to 1000000000",
+        ),
+        (
+            record(output_tokens=1_000_000_001),
+            "output_tokens",
+            "must be less than or equal to 1000000000",
+        ),
         (record(is_retry="yes"), "is_retry", "must be a boolean"),
         (record(created_at="2026-03-02T10:00:00"), "created_at", "timezone is required"),
         (record(created_at="yesterday"), "created_at", "must be an ISO-8601 datetime"),
@@ -369,6 +387,298 @@ def test_feature_tags_that_are_not_active_tags_of_the_tenant_become_unclassified
     ]
 
 
+# --- idempotency: the same payload is a duplicate, another payload a conflict -----------------
+
+
+def conflict_counter() -> float:
+    return counter(
+        "analytics_ingest_batches_rejected_total", kind="cost_records", reason="conflict"
+    )
+
+
+def test_key_reused_with_another_payload_is_409_naming_it_and_writes_nothing(api_client, tenant):
+    # given
+    post(api_client, [record(idempotency_key="k", cost_cents=2)])
+    counted_before = conflict_counter()
+    # when
+    response = post(
+        api_client,
+        [record(idempotency_key="fresh"), record(idempotency_key="k", cost_cents=99)],
+    )
+    # then
+    assert response.status_code == 409
+    body = response.json()
+    assert body["error"] == "conflict"
+    assert set(field_errors(response)) == {"records[1].idempotency_key"}
+    reason = field_errors(response)["records[1].idempotency_key"]
+    assert "'k'" in reason and "different payload" in reason
+    stored = CostRecord.objects.get(tenant=tenant)
+    assert (stored.idempotency_key, stored.cost_cents) == ("k", Decimal(2))
+    assert conflict_counter() == counted_before + 1
+
+
+def test_every_record_reusing_a_conflicting_key_is_named(api_client):
+    # given
+    post(api_client, [record(idempotency_key="a"), record(idempotency_key="b")])
+    # when: b is sent twice with one new payload, a with its own
+    response = post(
+        api_client,
+        [
+            record(idempotency_key="b", model="other"),
+            record(idempotency_key="a"),
+            record(idempotency_key="b", model="other"),
+        ],
+    )
+    # then
+    assert response.status_code == 409
+    assert set(field_errors(response)) == {
+        "records[0].idempotency_key",
+        "records[2].idempotency_key",
+    }
+
+
+def test_key_reused_in_the_batch_with_another_payload_is_409(api_client, tenant):
+    # when
+    response = post(
+        api_client,
+        [
+            record(idempotency_key="k", model="first"),
+            record(idempotency_key="k", model="first"),
+            record(idempotency_key="k", model="second"),
+        ],
+    )
+    # then
+    assert response.status_code == 409
+    assert field_errors(response) == {
+        "records[2].idempotency_key": (
+            "idempotency key 'k' is already used by records[0] of this batch with a different "
+            "payload; resend the same payload to retry, or use a new key for a new record"
+        )
+    }
+    assert not CostRecord.objects.filter(tenant=tenant).exists()
+
+
+@pytest.mark.parametrize(
+    "first, again",
+    [
+        # one value, two spellings
+        (record(cost_cents="1.5"), record(cost_cents=Decimal("1.500000"))),
+        (record(cost_cents=2), record(cost_cents="2.0")),
+        (
+            record(created_at="2026-03-02T11:30:00+01:00"),
+            record(created_at="2026-03-02T10:30:00Z"),
+        ),
+        # documented defaults sent explicitly
+        (
+            record(),
+            record(input_tokens=0, output_tokens=0, is_retry=False, user_id=None, provider=None),
+        ),
+    ],
+)
+def test_same_payload_spelled_differently_is_a_duplicate(api_client, tenant, first, again):
+    # given
+    with time_machine.travel(NOW, tick=False):
+        post(api_client, [{**first, "idempotency_key": "k"}])
+        # when
+        response = post(api_client, [{**again, "idempotency_key": "k"}])
+    # then
+    assert response.status_code == 201
+    assert counts(response) == {"accepted": 0, "duplicates": 1}
+    assert CostRecord.objects.filter(tenant=tenant).count() == 1
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"cost_cents": "1.500001"},
+        {"model": "gpt-4o-mini"},
+        {"input_tokens": 1},
+        {"is_retry": True},
+        {"user_id": "u-1"},
+        {"feature_tag": "unclassified"},
+        {"created_at": "2026-03-02T10:29:59Z"},
+    ],
+)
+def test_any_payload_field_changed_is_a_conflict(api_client, changed):
+    # given
+    sent = record(idempotency_key="k", created_at="2026-03-02T10:30:00Z", feature_tag="typo")
+    with time_machine.travel(NOW, tick=False):
+        post(api_client, [sent])
+        # when
+        response = post(api_client, [{**sent, **changed}])
+    # then
+    assert response.status_code == 409
+
+
+def test_created_at_left_out_matches_the_stored_one(api_client, tenant):
+    # given: created_at left to the receipt time
+    with time_machine.travel(NOW, tick=False):
+        post(api_client, [record(idempotency_key="k")])
+    # when: the same body a minute later, then with the stored instant, then another one
+    with time_machine.travel(NOW + timedelta(minutes=1), tick=False):
+        retried = post(api_client, [record(idempotency_key="k")])
+        same = post(api_client, [record(idempotency_key="k", created_at=NOW.isoformat())])
+        other = post(
+            api_client,
+            [record(idempotency_key="k", created_at=(NOW - timedelta(seconds=1)).isoformat())],
+        )
+    # then
+    assert counts(retried) == counts(same) == {"accepted": 0, "duplicates": 1}
+    assert other.status_code == 409
+    assert CostRecord.objects.get(tenant=tenant).created_at == NOW
+
+
+def test_created_at_left_out_in_the_batch_matches_the_first_record(api_client):
+    with time_machine.travel(NOW, tick=False):
+        response = post(
+            api_client,
+            [
+                record(idempotency_key="k"),
+                record(idempotency_key="k", created_at=NOW.isoformat()),
+                record(idempotency_key="k"),
+            ],
+        )
+        conflict = post(
+            api_client,
+            [
+                record(idempotency_key="j", created_at="2026-03-02T10:00:00Z"),
+                record(idempotency_key="j", created_at="2026-03-02T10:00:01Z"),
+            ],
+        )
+    assert counts(response) == {"accepted": 1, "duplicates": 2}
+    assert conflict.status_code == 409
+
+
+def test_tag_is_compared_as_sent_not_as_stored(api_client, tenant):
+    # given: "chat" was unknown, so the record was stored unclassified; then it is registered
+    post(api_client, [record(idempotency_key="k", feature_tag="chat")])
+    FeatureTagFactory(tenant=tenant, tag="chat")
+    # when
+    response = post(api_client, [record(idempotency_key="k", feature_tag="chat")])
+    # then: the same payload, whatever the registry says now
+    assert counts(response) == {"accepted": 0, "duplicates": 1}
+    assert CostRecord.objects.get(tenant=tenant).feature_tag == "unclassified"
+
+
+def test_record_stored_before_the_sent_tag_was_kept_matches_any_tag_it_could_have_had(
+    api_client, tenant
+):
+    # given: an unclassified keyed record without the tag as sent, as ingested before
+    fields = {"model": "gpt-4o", "provider": None, "input_tokens": 0, "output_tokens": 0}
+    CostRecordFactory(
+        tenant=tenant, idempotency_key="old", feature_tag="unclassified", created_at=NOW, **fields
+    )
+    # when
+    with time_machine.travel(NOW, tick=False):
+        tagged = post(api_client, [record(idempotency_key="old", feature_tag="chat")])
+        untagged = post(api_client, [record(idempotency_key="old")])
+        dearer = post(api_client, [record(idempotency_key="old", feature_tag="chat", cost_cents=2)])
+    # then: any tag may have been the one sent; no tag or another price is another payload
+    assert counts(tagged) == {"accepted": 0, "duplicates": 1}
+    assert (untagged.status_code, dearer.status_code) == (409, 409)
+
+
+def test_unclassified_record_keeps_the_tag_as_sent(api_client, tenant):
+    FeatureTagFactory(tenant=tenant, tag="chat")
+    FeatureTagFactory(tenant=tenant, tag="retired", is_active=False)
+    post(
+        api_client,
+        [record(feature_tag=tag) for tag in ("chat", "retired", "typo", "unclassified", None)],
+    )
+    stored = CostRecord.objects.filter(tenant=tenant).values_list("feature_tag", "sent_feature_tag")
+    assert sorted(stored, key=str) == sorted(
+        [
+            ("chat", None),
+            ("unclassified", "retired"),
+            ("unclassified", "typo"),
+            ("unclassified", "unclassified"),
+            (None, None),
+        ],
+        key=str,
+    )
+
+
+def test_conflicting_key_in_another_tenant_is_not_a_conflict(api_client, other_client):
+    post(other_client, [record(idempotency_key="k", cost_cents=2)])
+    response = post(api_client, [record(idempotency_key="k", cost_cents=3)])
+    assert counts(response) == {"accepted": 1, "duplicates": 0}
+
+
+def test_conflict_leaves_snapshots_as_they_were(api_client, tenant):
+    # given
+    with time_machine.travel(NOW, tick=False):
+        post(api_client, [record(idempotency_key="k", created_at="2026-03-01T10:05:00Z")])
+    hour = snapshot(tenant, SnapshotType.HOURLY, utc(2026, 3, 1, 10))
+    # when: a new record of that hour travels with the conflicting one
+    with time_machine.travel(NOW, tick=False):
+        response = post(
+            api_client,
+            [
+                record(created_at="2026-03-01T10:10:00Z"),
+                record(idempotency_key="k", cost_cents=5, created_at="2026-03-01T10:05:00Z"),
+            ],
+        )
+    # then
+    assert response.status_code == 409
+    hour.refresh_from_db()
+    assert hour.is_stale is False
+    assert CostRecord.objects.filter(tenant=tenant).count() == 1
+
+
+# --- the answer says what became unclassified -------------------------------------------------
+
+
+def test_answer_counts_unclassified_records_by_reason_and_names_the_tags(api_client, tenant):
+    # given
+    FeatureTagFactory(tenant=tenant, tag="chat")
+    FeatureTagFactory(tenant=tenant, tag="retired", is_active=False)
+    sent = ["chat", "retired", "typo", "typo", "Chat", "unclassified", None, "retired"]
+    # when
+    response = post(api_client, [record(feature_tag=tag) for tag in sent])
+    # then
+    assert response.status_code == 201
+    assert response.json()["unclassified"] == {
+        "count": 5,
+        "reasons": {"unknown_feature_tag": 3, "inactive_feature_tag": 2},
+        "unknown_feature_tags": ["Chat", "typo"],
+        "inactive_feature_tags": ["retired"],
+    }
+
+
+def test_duplicates_are_not_counted_as_unclassified(api_client):
+    # given
+    batch = [record(idempotency_key="a", feature_tag="typo"), record(feature_tag="other")]
+    post(api_client, batch)
+    # when: the keyed record is a duplicate now, the keyless one is new
+    response = post(api_client, batch)
+    # then
+    assert counts(response) == {"accepted": 1, "duplicates": 1}
+    assert response.json()["unclassified"]["count"] == 1
+    assert response.json()["unclassified"]["unknown_feature_tags"] == ["other"]
+
+
+def test_readme_example_keeps_its_registered_tag(api_client, tenant):
+    # given: the README registers the tag before sending records with it
+    created = api_client.post(
+        "/api/v1/feature-tags/", {"tag": "chat", "display_name": "Chat"}, format="json"
+    )
+    assert created.status_code == 201
+    # when: the README's record, as written there
+    response = api_client.post(
+        URL,
+        json.loads(
+            '{"records": [{"model": "gpt-4o", "cost_cents": 12.5, "input_tokens": 1200,'
+            ' "output_tokens": 300, "feature_tag": "chat", "idempotency_key": "call-1"}]}'
+        ),
+        format="json",
+    )
+    # then
+    assert response.status_code == 201
+    assert counts(response) == {"accepted": 1, "duplicates": 0}
+    assert response.json()["unclassified"]["count"] == 0
+    assert CostRecord.objects.get(tenant=tenant).feature_tag == "chat"
+
+
 # --- staleness --------------------------------------------------------------------------------
 
 
@@ -405,13 +715,26 @@ def test_period_end_is_exclusive_for_staleness(api_client, tenant):
 
 def test_duplicate_only_batch_marks_nothing_stale(api_client, tenant):
     # given
-    CostRecordFactory(tenant=tenant, idempotency_key="k", created_at=utc(2026, 3, 1, 10, 5))
+    CostRecordFactory(
+        tenant=tenant, idempotency_key="k", model="gpt-4o", created_at=utc(2026, 3, 1, 10, 5)
+    )
     hour = snapshot(tenant, SnapshotType.HOURLY, utc(2026, 3, 1, 10))
-    # when
+    # when: the stored record's payload again
     with time_machine.travel(NOW, tick=False):
-        response = post(api_client, [record(idempotency_key="k", created_at="2026-03-01T10:05Z")])
+        response = post(
+            api_client,
+            [
+                record(
+                    idempotency_key="k",
+                    provider="openai",
+                    input_tokens=100,
+                    output_tokens=50,
+                    created_at="2026-03-01T10:05Z",
+                )
+            ],
+        )
     # then
-    assert response.json() == {"accepted": 0, "duplicates": 1}
+    assert counts(response) == {"accepted": 0, "duplicates": 1}
     hour.refresh_from_db()
     assert hour.is_stale is False
 
@@ -434,7 +757,7 @@ def test_accepted_batch_counts_records_after_commit(api_client, django_capture_o
 def test_ingest_is_one_statement_whatever_the_batch_size(api_client, django_assert_num_queries):
     # given: the key's last_used_at is fresh, so authentication is one read
     post(api_client, [record()])
-    # then: key lookup, savepoint, the ingest statement, savepoint release
+    # then: key check, savepoint, the ingest statement, savepoint release
     with django_assert_num_queries(4):
         response = post(api_client, [record(idempotency_key=str(i)) for i in range(500)])
     assert response.json()["accepted"] == 500
@@ -475,6 +798,65 @@ def test_concurrent_posts_of_the_same_keyed_batch_write_each_key_once(tenant, ap
     assert sum(body["accepted"] for body in bodies) == 200
     assert sum(body["duplicates"] for body in bodies) == 200
     assert CostRecord.objects.filter(tenant=tenant).count() == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_clients_sending_the_same_batch_store_it_once_and_get_no_conflict(tenant, api_key):
+    # given
+    batch = [record(idempotency_key=f"key-{i}", cost_cents=i, feature_tag="t") for i in range(100)]
+    start = threading.Barrier(8)
+    results = [None] * 8
+
+    def send():
+        client = key_client(api_key[1])
+        start.wait()
+        return post(client, batch)
+
+    threads = [threading.Thread(target=_run_in_thread, args=(send, results, i)) for i in range(8)]
+    # when
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then
+    assert [getattr(response, "status_code", response) for response in results] == [201] * 8
+    bodies = [response.json() for response in results]
+    assert sum(body["accepted"] for body in bodies) == 100
+    assert sum(body["duplicates"] for body in bodies) == 700
+    assert sum(body["unclassified"]["count"] for body in bodies) == 100
+    assert CostRecord.objects.filter(tenant=tenant).count() == 100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_batches_with_different_payloads_under_one_key_store_one_and_refuse_one(
+    tenant, api_key
+):
+    # given
+    start = threading.Barrier(2)
+    results = [None, None]
+
+    def send(cost):
+        client = key_client(api_key[1])
+        start.wait()
+        return post(
+            client, [record(idempotency_key=f"key-{i}", cost_cents=cost) for i in range(50)]
+        )
+
+    threads = [
+        threading.Thread(target=_run_in_thread, args=(lambda c=c: send(c), results, i))
+        for i, c in enumerate((1, 2))
+    ]
+    # when
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then
+    assert sorted(response.status_code for response in results) == [201, 409]
+    winner = next(c for c, r in zip((1, 2), results, strict=True) if r.status_code == 201)
+    stored = CostRecord.objects.filter(tenant=tenant)
+    assert stored.count() == 50
+    assert set(stored.values_list("cost_cents", flat=True)) == {Decimal(winner)}
 
 
 def _waiting_on_lock() -> bool:

@@ -197,6 +197,18 @@ def test_repeated_id_is_rejected_on_the_later_index(api_client):
         (run(total_tokens=-1), "total_tokens", "must be greater than or equal to 0"),
         (run(cost_cents=-0.5), "cost_cents", "must be greater than or equal to 0"),
         (run(cost_cents="0.0000001"), "cost_cents", "must have at most 6 decimal places"),
+        (run(cost_cents=100_000_001), "cost_cents", "must be less than or equal to 100000000"),
+        (
+            run(total_tokens=100_000_000_001),
+            "total_tokens",
+            "must be less than or equal to 100000000000",
+        ),
+        (
+            run(total_latency_ms=2_592_000_001),
+            "total_latency_ms",
+            "must be less than or equal to 2592000000",
+        ),
+        (run(attempt=1001), "attempt", "must be less than or equal to 1000"),
         (run(success="true"), "success", "must be a boolean"),
         (run(started_at="2026-03-02T10:00:00"), "started_at", "timezone is required"),
         (
@@ -214,6 +226,28 @@ def test_invalid_run_rejects_the_whole_batch(api_client, bad, field, reason):
     assert response.status_code == 400
     assert reason in field_errors(response)[f"runs[1].{field}"]
     assert RunRecord.objects.count() == 0
+
+
+def test_run_at_every_maximum_is_stored_exactly(api_client, tenant):
+    # when
+    response = post(
+        api_client,
+        [
+            run(
+                "big",
+                status="completed",
+                cost_cents="100000000.000000",
+                total_tokens=100_000_000_000,
+                total_latency_ms=2_592_000_000,
+                attempt=1000,
+            )
+        ],
+    )
+    # then
+    assert response.status_code == 201
+    stored = RunRecord.objects.get(tenant=tenant, run_id="big")
+    assert (stored.cost_cents, stored.total_tokens) == (Decimal(100_000_000), 100_000_000_000)
+    assert (stored.total_latency_ms, stored.attempt) == (2_592_000_000, 1000)
 
 
 def test_more_than_1000_runs_is_413(api_client):
@@ -318,7 +352,11 @@ def test_list_filters(api_client, tenant):
 
 @pytest.mark.parametrize(
     "params, field",
-    [({"status": "done"}, "status"), ({"from": "2026-03-01"}, "from")],
+    [
+        ({"status": "done"}, "status"),
+        ({"from": "2026-03-01T00:00:00"}, "from"),  # naive; a date alone is midnight UTC
+        ({"to": "1999-12-31"}, "to"),  # outside the supported range
+    ],
 )
 def test_invalid_run_filters_are_400(api_client, params, field):
     response = api_client.get(URL, params)

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -66,3 +66,17 @@ def test_running_the_seed_again_adds_no_records(seeded):
     assert counts() == before
     assert "0 of" in out.getvalue()
     assert "ck_" not in out.getvalue()
+
+
+def test_a_later_seed_keeps_the_stored_records_and_does_not_fail(seeded):
+    # given: the next `make run`, hours later, when every key maps to a shifted timestamp
+    stored = set(CostRecord.objects.values_list("idempotency_key", "created_at", "cost_cents"))
+    # when
+    with time_machine.travel(NOW + timedelta(hours=3), tick=False):
+        out = StringIO()
+        call_command("seed_demo", "--skip-analysis", stdout=out)
+    # then
+    assert "Demo data ready" in out.getvalue()
+    after = set(CostRecord.objects.values_list("idempotency_key", "created_at", "cost_cents"))
+    assert stored <= after
+    assert len({key for key, _, _ in after}) == len(after)

@@ -61,7 +61,8 @@ def test_usage_example_from_spec(api_client, tenant):
             {"ts": "2026-02-10T11:00:00Z", "requests": 1, "compute_units": 0, "tokens": 0},
             {"ts": "2026-02-10T12:00:00Z", "requests": 0, "compute_units": 1, "tokens": 0},
         ],
-        "signals": {"sources": ["cost_records", "run_records"], "freshness_sec": 5400},
+        # the newest record is the run of 12:10, 80 minutes before now
+        "signals": {"sources": ["cost_records", "run_records"], "freshness_sec": 4800},
     }
 
 
@@ -102,7 +103,7 @@ def test_only_run_records_give_run_records_source(api_client, tenant):
     RunRecordFactory(tenant=tenant, created_at=DAY + timedelta(hours=3))
     body = api_client.get(USAGE, window(DAY, DAY + timedelta(days=2))).json()
     assert body["signals"]["sources"] == ["run_records"]
-    assert body["signals"]["freshness_sec"] == (NOW - DAY).total_seconds()
+    assert body["signals"]["freshness_sec"] == (NOW - DAY - timedelta(hours=3)).total_seconds()
 
 
 # --- cost -------------------------------------------------------------------------------------
@@ -167,7 +168,8 @@ def test_cost_example_from_spec_with_breakdowns(api_client, tenant):
     ]
     assert body["signals"] == {
         "sources": ["cost_records"],
-        "freshness_sec": 9 * 86400 + 13.5 * 3600,
+        # since the newest record (Feb 11 01:00), not the start of its day
+        "freshness_sec": 9 * 86400 + 12.5 * 3600,
     }
 
 
@@ -379,7 +381,7 @@ def test_ninety_days_is_the_longest_window(api_client, to, status):
     [
         ("", [("from", "is required"), ("to", "is required")]),
         (
-            "from=yesterday&to=2026-02-11",
+            "from=yesterday&to=2026-02-11T00:00:00",
             [("from", "must be an ISO-8601 datetime"), ("to", "timezone is required")],
         ),
         (
@@ -437,3 +439,22 @@ def test_statistics_need_a_tenant_key(staff_session_client):
     response = staff_session_client.get(USAGE, window(DAY, DAY + timedelta(days=1)))
     assert response.status_code == 403
     assert response.json()["error"] == "tenant_required"
+
+
+@time_machine.travel(NOW, tick=False)
+def test_freshness_counts_from_the_newest_record_of_the_window(api_client, tenant):
+    # given: a daily snapshot answers the first day; a record after the window is ignored
+    record(tenant, DAY + timedelta(hours=5), 1)
+    snapshot_compute(tenant=tenant, snapshot_type="daily", period_start=DAY)
+    record(tenant, DAY + timedelta(days=1, hours=10, minutes=59, seconds=30), 1)
+    RunRecordFactory(tenant=tenant, created_at=DAY + timedelta(days=1, hours=11))
+    record(tenant, DAY + timedelta(days=3), 1)
+    params = window(DAY, DAY + timedelta(days=2))
+    # when
+    cost = api_client.get(COST, params).json()
+    usage = api_client.get(USAGE, params).json()
+    # then: seconds since that record, not since the start of its day
+    newest_cost = DAY + timedelta(days=1, hours=10, minutes=59, seconds=30)
+    assert cost["signals"]["freshness_sec"] == (NOW - newest_cost).total_seconds()
+    newest_any = DAY + timedelta(days=1, hours=11)
+    assert usage["signals"]["freshness_sec"] == (NOW - newest_any).total_seconds()

@@ -58,6 +58,7 @@ class CanaryReportFactory(factory.django.DjangoModelFactory):
     timestamp = factory.LazyFunction(timezone.now)
     status = CanaryStatus.PASS
     total_samples = 4
+    evaluated_samples = factory.SelfAttribute("total_samples")
     matching_samples = 4
     passed = factory.LazyAttribute(lambda o: o.status in (CanaryStatus.PASS, CanaryStatus.SKIPPED))
     sample_source = "synthetic"

@@ -202,7 +202,7 @@ def test_failed_canary_with_low_kl_counts_as_a_drift_report_of_one():
     _drift(0.25)
     # when a canary fails although its KL is only 0.05
     incident = svc.breaker_report_canary(
-        passed=False, kl_divergence=0.05, total_samples=40, details={"source": "canary"}
+        status="fail", kl_divergence=0.05, total_samples=40, details={"source": "canary"}
     )
     # then it is the third failure, scored 1.0 over the canary's samples
     assert incident.drift_score == 1.0
@@ -218,7 +218,7 @@ def test_passed_canary_resets_the_failure_streak_of_a_closed_breaker():
     _drift(0.25)
     # when
     result = svc.breaker_report_canary(
-        passed=True, kl_divergence=0.01, total_samples=10, details={}
+        status="pass", kl_divergence=0.01, total_samples=10, details={}
     )
     # then
     assert result is None
@@ -230,11 +230,46 @@ def test_passed_canary_leaves_an_open_breaker_alone():
     # given
     _trip_by_drift()
     # when
-    svc.breaker_report_canary(passed=True, kl_divergence=0.0, total_samples=10, details={})
+    svc.breaker_report_canary(status="pass", kl_divergence=0.0, total_samples=10, details={})
     # then
     row = _row()
     assert row.disabled is True
     assert row.consecutive_failures == 3
+
+
+@pytest.mark.django_db
+def test_an_error_canary_without_a_kl_scores_one():
+    # given two sandbox failures
+    _drift(0.25)
+    _drift(0.25)
+    # when a canary could evaluate none of enough samples
+    incident = svc.breaker_report_canary(
+        status="error", kl_divergence=None, total_samples=100, details={}
+    )
+    # then
+    assert incident.drift_score == 1.0
+    assert incident.sample_count == 100
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["insufficient_data", "skipped"])
+def test_a_canary_that_decided_nothing_leaves_the_breaker_as_it_was(
+    status, django_assert_num_queries
+):
+    # given two sandbox failures
+    _drift(0.25)
+    _drift(0.25)
+    before = _row()
+    # when
+    with django_assert_num_queries(0):
+        result = svc.breaker_report_canary(
+            status=status, kl_divergence=None, total_samples=1, details={}
+        )
+    # then neither reset nor counted
+    assert result is None
+    after = _row()
+    assert after.consecutive_failures == 2
+    assert (after.last_failure_at, after.updated_at) == (before.last_failure_at, before.updated_at)
 
 
 # Reports that cannot change anything --------------------------------------------------
@@ -251,7 +286,7 @@ def _locking(queries) -> list[str]:
         lambda: _drift(0.2),
         lambda: svc.breaker_report_success(),
         lambda: svc.breaker_report_canary(
-            passed=True, kl_divergence=0.0, total_samples=10, details={}
+            status="pass", kl_divergence=0.0, total_samples=10, details={}
         ),
     ],
     ids=["drift_within_threshold", "success", "passed_canary"],
@@ -940,12 +975,13 @@ def test_incident_list_newest_first_with_total(api_client):
     # when
     default = api_client.get("/api/v1/costsim/incidents/").json()
     everything = api_client.get(
-        "/api/v1/costsim/incidents/", {"include_resolved": "true", "limit": 2}
+        "/api/v1/costsim/incidents/", {"include_resolved": "true", "page_size": 2}
     ).json()
     # then
+    assert set(default) == {"next", "previous", "results", "total"}
     assert default["total"] == 2
-    assert [i["id"] for i in default["incidents"]] == [newer.id, older.id]
-    assert default["incidents"][0] == {
+    assert [i["id"] for i in default["results"]] == [newer.id, older.id]
+    assert default["results"][0] == {
         "id": newer.id,
         "timestamp": "2026-03-02T02:00:00Z",
         "reason": "newer",
@@ -962,12 +998,15 @@ def test_incident_list_newest_first_with_total(api_client):
         "alert_sent_at": None,
     }
     assert everything["total"] == 5
-    assert len(everything["incidents"]) == 2
+    assert len(everything["results"]) == 2
+    rest = api_client.get(everything["next"]).json()
+    assert len(rest["results"]) == 2 and rest["next"] is not None
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 101}, {"limit": "x"}, {"include_resolved": "maybe"}]
+    "params",
+    [{"page_size": 0}, {"page_size": 201}, {"limit": 10}, {"include_resolved": "maybe"}],
 )
 def test_incident_list_rejects_bad_query(api_client, params):
     # when

@@ -1,6 +1,8 @@
 import logging
 from datetime import UTC, datetime
 
+import pytest
+
 from analytics.hashing import short_hash
 from costsim.services.canary_engine import (
     NO_SAMPLES_REASON,
@@ -10,9 +12,11 @@ from costsim.services.canary_engine import (
     SampleOutcome,
     canary_failure_reasons,
     canary_report,
+    sample_shortfall,
     samples_evaluate,
     skipped_report,
 )
+from costsim.services.distances import distribution_distances
 from costsim.services.drift import Comparison, ComparisonDetails
 
 STARTED = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -37,15 +41,20 @@ def _outcome(index, verdict, drift_score, v1_cost=100, v2_cost=100):
     return SampleOutcome(f"s{index}", f"hash{index}", f"out{index}", comparison)
 
 
-def _report(outcomes, *, total_samples=None, drift_threshold=0.2):
+def _report(
+    outcomes, *, total_samples=None, drift_threshold=0.2, min_samples=1, source="provenance"
+):
+    # The gate tests below judge a handful of outcomes, so their floor is 1; the floor's
+    # own tests pass the real one.
     return canary_report(
         outcomes,
         run_id="0123456789ab",
         timestamp=STARTED,
         total_samples=len(outcomes) if total_samples is None else total_samples,
         drift_threshold=drift_threshold,
-        sample_source="provenance",
+        sample_source=source,
         duration_ms=42,
+        min_samples=min_samples,
     )
 
 
@@ -209,8 +218,9 @@ def test_no_evaluated_sample_is_an_error():
     assert report.failure_reasons == [NO_SAMPLES_REASON]
     assert report.failure_reasons == ["No samples evaluated"]
     assert report.total_samples == 3
+    assert report.evaluated_samples == 0
     assert (report.median_cost_diff, report.p90_cost_diff) == (0.0, 0.0)
-    assert (report.kl_divergence, report.js_distance) == (0.0, 0.0)
+    assert (report.kl_divergence, report.js_distance) == (None, None)
     assert report.comparisons == []
     assert report.diffs == []
 
@@ -229,6 +239,8 @@ def test_report_dict_has_every_field_and_lists_can_leave_samples_out():
         "timestamp",
         "status",
         "total_samples",
+        "evaluated_samples",
+        "min_samples",
         "matching_samples",
         "minor_drift_samples",
         "major_drift_samples",
@@ -263,6 +275,8 @@ def test_skipped_report_passes_without_samples():
         "timestamp": "2026-03-02T10:00:00Z",
         "status": "skipped",
         "total_samples": 0,
+        "evaluated_samples": 0,
+        "min_samples": None,
         "matching_samples": 0,
         "minor_drift_samples": 0,
         "major_drift_samples": 0,
@@ -361,3 +375,131 @@ def test_samples_respect_their_allowlist():
     assert outcome.comparison.details.v1_status == "permission_denied"
     assert outcome.comparison.details.v2_status == "error"
     assert outcome.comparison.verdict == "match"
+
+
+# Too few samples to decide -----------------------------------------------------------
+
+
+def test_one_sample_is_insufficient_data_not_a_kl_of_23():
+    # given the fresh-install case: one real input whose V2 cost differs from V1's
+    outcomes = [_outcome(0, "mismatch", 0.6, v1_cost=10, v2_cost=25)]
+
+    # when
+    report = _report(outcomes, min_samples=100)
+
+    # then the histogram distance would have been 23 and failed the canary ...
+    assert round(distribution_distances([10], [25])[0], 4) == 23.0259
+    # ... but one sample decides nothing, and the report says what a verdict needs
+    assert report.status == "insufficient_data"
+    assert report.passed is False
+    assert (report.kl_divergence, report.js_distance) == (None, None)
+    assert (report.evaluated_samples, report.min_samples) == (1, 100)
+    assert report.failure_reasons == [
+        "Insufficient data: 1 samples evaluated, judging V2 needs 100"
+    ]
+    # what was evaluated is still shown
+    assert report.major_drift_samples == 1
+    assert report.median_cost_diff == 15.0
+    assert [d["sample_id"] for d in report.diffs] == ["s0"]
+
+
+def test_the_floor_is_inclusive():
+    # given 100 outcomes on which V1 and V2 agree
+    outcomes = [_outcome(i, "match", 0.0, v1_cost=10 + i, v2_cost=10 + i) for i in range(100)]
+
+    # when
+    below = _report(outcomes[:99], min_samples=100)
+    at = _report(outcomes, min_samples=100)
+
+    # then
+    assert below.status == "insufficient_data"
+    assert below.kl_divergence is None
+    assert at.status == "pass"
+    assert (at.kl_divergence, at.failure_reasons) == (0.0, [])
+
+
+def test_synthetic_samples_never_judge_v2_whatever_the_floor():
+    # given the four synthetic samples, which fail the gates by their own numbers
+    outcomes = samples_evaluate(SYNTHETIC_SAMPLES)
+    assert _report(outcomes, min_samples=1).status == "fail"
+
+    # when they are what the canary ran on
+    report = _report(outcomes, min_samples=1, source="synthetic")
+
+    # then
+    assert report.status == "insufficient_data"
+    assert report.kl_divergence is None
+    assert report.failure_reasons == [
+        "Insufficient data: synthetic samples only check that V2 runs; judging V2 needs "
+        "1 evaluated samples of recent V2 traffic, found 0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "taken", "evaluated", "expected"),
+    [
+        # enough evaluated: the gates decide
+        ("provenance", 100, 100, None),
+        ("provenance", 120, 100, None),
+        # too few exist
+        (
+            "provenance",
+            3,
+            3,
+            ("insufficient_data", ["Insufficient data: 3 samples evaluated, judging V2 needs 100"]),
+        ),
+        # too few exist and they all raise: still too few to say anything
+        (
+            "provenance",
+            2,
+            0,
+            (
+                "insufficient_data",
+                [
+                    "Insufficient data: 0 samples evaluated, judging V2 needs 100",
+                    "2 of 2 samples could not be evaluated",
+                ],
+            ),
+        ),
+        # enough taken, a minority raised: insufficient, not a failure
+        (
+            "provenance",
+            100,
+            60,
+            (
+                "insufficient_data",
+                [
+                    "Insufficient data: 60 samples evaluated, judging V2 needs 100",
+                    "40 of 100 samples could not be evaluated",
+                ],
+            ),
+        ),
+        # enough taken, most raised: the estimators are broken on real data
+        ("provenance", 100, 40, ("error", ["60 of 100 samples could not be evaluated"])),
+        ("provenance", 100, 0, ("error", [NO_SAMPLES_REASON])),
+    ],
+)
+def test_sample_shortfall(source, taken, evaluated, expected):
+    # when
+    result = sample_shortfall(
+        sample_source=source, total_samples=taken, evaluated=evaluated, min_samples=100
+    )
+
+    # then
+    assert result == expected
+
+
+def test_the_default_floor_is_where_one_stray_sample_stops_failing_the_kl_gate():
+    # given n costs where V1 has one sample alone in the top bin and V2 moved it down a bin:
+    # the smallest possible drift a histogram can see, and the one the floor is derived from
+    def kl_of_one_stray_sample(n):
+        v1 = [1] * (n - 1) + [100]
+        v2 = [1] * (n - 1) + [90]
+        return distribution_distances(v1, v2)[0]
+
+    # the defaults of COSTSIM_MIN_DRIFT_SAMPLES and COSTSIM_CANARY_DRIFT_THRESHOLD
+    floor, gate = 100, 0.2
+
+    # then at the floor that one sample cannot fail the canary on its own, just below it can
+    assert kl_of_one_stray_sample(floor) <= gate
+    assert kl_of_one_stray_sample(92) > gate

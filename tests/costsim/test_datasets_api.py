@@ -8,14 +8,15 @@ DATASET_IDS = ["low_variance", "high_variance", "mixed_city", "noise_injected", 
 
 
 @pytest.mark.django_db
-def test_list_returns_the_five_datasets_in_table_order(api_client):
+def test_list_returns_the_five_datasets_by_id(api_client):
     # when
     response = api_client.get("/api/v1/costsim/datasets/")
     # then
     assert response.status_code == 200
     body = response.json()
-    assert [d["id"] for d in body] == DATASET_IDS
-    assert body[0] == {
+    assert (body["next"], body["previous"]) == (None, None)
+    assert [d["id"] for d in body["results"]] == sorted(DATASET_IDS)
+    assert body["results"][2] == {
         "id": "low_variance",
         "name": "Low Variance Dataset",
         "description": "Simple, predictable plans for baseline validation",
@@ -28,7 +29,20 @@ def test_list_returns_the_five_datasets_in_table_order(api_client):
             "max_drift_score": 0.05,
         },
     }
-    assert [d["sample_count"] for d in body] == [30, 16, 25, 8, 5]
+    counts = {d["id"]: d["sample_count"] for d in body["results"]}
+    assert [counts[dataset_id] for dataset_id in DATASET_IDS] == [30, 16, 25, 8, 5]
+
+
+@pytest.mark.django_db
+def test_list_pages_by_id(api_client):
+    # when
+    first = api_client.get("/api/v1/costsim/datasets/", {"page_size": 2}).json()
+    second = api_client.get(first["next"]).json()
+    back = api_client.get(second["previous"]).json()
+    # then
+    assert [d["id"] for d in first["results"]] == ["high_variance", "historical"]
+    assert [d["id"] for d in second["results"]] == ["low_variance", "mixed_city"]
+    assert back["results"] == first["results"] and back["previous"] is None
 
 
 @pytest.mark.django_db

@@ -66,8 +66,9 @@ def test_small_sample_percentiles(tenant):
 
 
 @pytest.mark.django_db
-def test_distances_and_rates_follow_the_spec_example(tenant):
-    # given P = [100]*5 and Q = [50, 150, 75, 125, 100]
+def test_distances_and_rates_follow_the_spec_example(tenant, settings):
+    # given P = [100]*5 and Q = [50, 150, 75, 125, 100], judged with a floor of 5
+    settings.COSTSIM_MIN_DRIFT_SAMPLES = 5
     _rows(
         tenant,
         [(100, 50, 0.3), (100, 150, 0.3), (100, 75, 0.15), (100, 125, 0.15), (100, 100, 0.0)],
@@ -76,6 +77,7 @@ def test_distances_and_rates_follow_the_spec_example(tenant):
     report = divergence_report(tenant=tenant, now=NOW)
     # then
     kl, js = distribution_distances([100] * 5, [50, 150, 75, 125, 100])
+    assert (report["status"], report["min_samples"]) == ("ok", 5)
     assert report["kl_divergence"] == round(kl, 4) == 1.6094
     assert report["js_distance"] == round(js, 4) == 0.781
     assert report["outlier_count"] == 0
@@ -139,14 +141,43 @@ def test_only_the_newest_1000_rows_count_and_100_are_detailed(tenant):
 
 
 @pytest.mark.django_db
-def test_no_samples_gives_zeros(tenant):
+def test_no_samples_gives_zeros_and_no_distance(tenant):
     # when
     report = divergence_report(tenant=tenant, now=NOW)
     # then
     assert report["sample_count"] == 0
-    assert report["delta_p50"] == report["kl_divergence"] == report["fail_ratio"] == 0.0
+    assert report["status"] == "insufficient_data"
+    assert report["delta_p50"] == report["fail_ratio"] == 0.0
+    assert (report["kl_divergence"], report["js_distance"]) == (None, None)
     assert report["outlier_count"] == 0
     assert report["detailed_samples"] == []
+
+
+@pytest.mark.django_db
+def test_below_the_floor_the_report_gives_no_distance_but_still_describes_the_rows(
+    tenant, settings
+):
+    # given the default floor and 99 rows whose costs differ (KL 23 on such a few)
+    settings.COSTSIM_MIN_DRIFT_SAMPLES = 100
+    _rows(tenant, [(10, 25)] + [(10, 10)] * 98)
+    # when
+    below = divergence_report(tenant=tenant, now=NOW)
+    _rows(tenant, [(10, 10)], start=NOW - timedelta(minutes=30))
+    at = divergence_report(tenant=tenant, now=NOW)
+    # then
+    assert (below["status"], below["sample_count"], below["min_samples"]) == (
+        "insufficient_data",
+        99,
+        100,
+    )
+    assert (below["kl_divergence"], below["js_distance"]) == (None, None)
+    assert below["delta_p90"] == 0.0
+    assert below["outlier_count"] == 1
+    assert below["matching_rate"] == round(98 / 99, 4)
+    assert len(below["detailed_samples"]) == 99
+    assert (at["status"], at["sample_count"]) == ("ok", 100)
+    assert at["kl_divergence"] == round(distribution_distances([10] * 100, [25] + [10] * 99)[0], 4)
+    assert at["kl_divergence"] > 0
 
 
 # API ----------------------------------------------------------------------------------
@@ -161,6 +192,8 @@ def test_api_report_is_scoped_to_the_callers_tenant(api_client, other_client, te
         theirs = other_client.get("/api/v1/costsim/divergence/").json()
     # then
     assert mine["sample_count"] == 2
+    assert (mine["status"], mine["min_samples"]) == ("insufficient_data", 100)
+    assert (mine["kl_divergence"], mine["js_distance"]) == (None, None)
     assert mine["start_date"] == "2026-03-08T12:00:00Z"
     assert mine["end_date"] == "2026-03-09T12:00:00Z"
     assert mine["detailed_samples"][0]["timestamp"] == "2026-03-09T11:00:00Z"

@@ -25,7 +25,7 @@ from costsim.services.provenance import (
     provenance_record_many,
 )
 from tests.costsim.factories import BackfillProvenanceFactory, ProvenanceFactory
-from tests.factories import utc
+from tests.factories import TenantFactory, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -338,7 +338,12 @@ def test_export_yields_every_column_ordered_by_id(tenant, other_tenant):
     # then
     assert [row["id"] for row in rows] == [first.id, second.id]
     row = rows[0]
-    assert set(row) == {f.attname for f in Provenance._meta.concrete_fields} | {"tenant"}
+    columns = {f.attname for f in Provenance._meta.concrete_fields}
+    money = {"v1_cost", "v2_cost", "cost_delta"}
+    assert set(row) == columns - money | {"v1_cost_cents", "v2_cost_cents", "cost_delta_cents"} | {
+        "tenant"
+    }
+    assert (row["v1_cost_cents"], row["v2_cost_cents"]) == (first.v1_cost, first.v2_cost)
     assert row["tenant"] == "acme"
     assert row["tenant_id"] == tenant.id
     assert row["created_at"] == "2026-03-02T10:00:00Z"
@@ -357,6 +362,168 @@ def test_export_filters_by_tenant_and_window(tenant, other_tenant):
     rows = list(provenance_export(tenant=tenant, start=utc(2026, 3, 2), end=utc(2026, 3, 3)))
     # then
     assert [row["id"] for row in rows] == [inside.id]
+
+
+# Round trip: export, then backfill --------------------------------------------------
+
+_ROW_FIELDS = [f.attname for f in Provenance._meta.concrete_fields if f.attname != "id"]
+
+
+def _rows(**filters) -> list[dict]:
+    return list(Provenance.objects.filter(**filters).order_by("id").values(*_ROW_FIELDS))
+
+
+def _export_lines(**filters) -> list[str]:
+    return [json.dumps(row) for row in provenance_export(**filters)]
+
+
+def test_exported_rows_backfilled_into_an_empty_table_are_the_same_rows(tenant):
+    # given: a sandbox comparison with a run, the same plan compared again later, an API
+    # comparison whose V2 failed, and a V1 baseline
+    plan = [{"skill": "llm_invoke", "params": {"prompt": "é" * 40}}]
+    ProvenanceFactory(tenant=tenant, plan=plan, run_id="run-1", created_at=utc(2026, 3, 1, 9))
+    ProvenanceFactory(tenant=tenant, plan=plan, created_at=utc(2026, 3, 1, 9, 0, 0, 123456))
+    ProvenanceFactory(
+        tenant=tenant,
+        source="api",
+        output_json=None,
+        output_hash="",
+        v2_cost=None,
+        cost_delta=None,
+        drift_score=None,
+        verdict=None,
+        v2_status="error",
+        model_version="1.9.0",
+        commit_sha="0123456789ab",
+    )
+    BackfillProvenanceFactory(tenant=tenant, run_id="r-7", v1_cost=0)
+    before = _rows()
+    lines = _export_lines()
+    Provenance.objects.all().delete()
+    # when
+    result = provenance_backfill(lines=lines, batch_size=3)
+    # then
+    assert (result.inserted, result.skipped, result.errors) == (4, 0, [])
+    assert _rows() == before
+
+
+def test_exported_rows_find_their_tenant_by_slug_not_by_id(tenant):
+    # given: the rows are exported, and the database they go to has its own "acme"
+    ProvenanceFactory(tenant=tenant, run_id="run-1")
+    before = _rows()
+    lines = _export_lines()
+    Provenance.objects.all().delete()
+    tenant.delete()
+    fresh = TenantFactory(slug="acme")
+    # when
+    result = provenance_backfill(lines=lines)
+    # then
+    assert (result.inserted, result.errors) == (1, [])
+    assert _rows() == [row | {"tenant_id": fresh.id} for row in before]
+
+
+def test_backfilling_an_export_again_skips_every_row(tenant):
+    # given: two comparisons of the same plan at different instants
+    ProvenanceFactory(tenant=tenant, created_at=utc(2026, 3, 1))
+    ProvenanceFactory(tenant=tenant, created_at=utc(2026, 3, 2))
+    lines = _export_lines()
+    # when
+    result = provenance_backfill(lines=lines + lines)
+    # then
+    assert (result.inserted, result.skipped, result.errors) == (0, 4, [])
+    assert Provenance.objects.count() == 2
+
+
+def test_an_exported_row_is_restored_beside_other_comparisons_of_its_plan(tenant, other_tenant):
+    # given: the other tenant's row is exported; this database already compared the plan
+    exported = ProvenanceFactory(tenant=other_tenant, created_at=utc(2026, 3, 1))
+    lines = _export_lines(tenant=other_tenant)
+    exported.delete()
+    ProvenanceFactory(tenant=other_tenant, created_at=utc(2026, 3, 5))
+    # when: the export, then a V1 baseline of the same plan
+    baseline = _line(tenant="globex", cost=1, input_hash=exported.input_hash)
+    result = provenance_backfill(lines=[*lines, baseline])
+    # then: the comparison is restored; the baseline is a duplicate, as before
+    assert (result.inserted, result.skipped, result.errors) == (1, 1, [])
+    assert Provenance.objects.filter(input_hash=exported.input_hash).count() == 2
+
+
+def test_backfill_reads_exports_written_with_the_bare_money_names(tenant):
+    # given: a line as export files had it before the money columns were named in cents
+    row = ProvenanceFactory(tenant=tenant, v1_cost=40, v2_cost=55, cost_delta=15)
+    (line,) = provenance_export()
+    old = {
+        {"v1_cost_cents": "v1_cost", "v2_cost_cents": "v2_cost"}.get(k, k): v
+        for k, v in line.items()
+    }
+    old["cost_delta"] = old.pop("cost_delta_cents")
+    row.delete()
+    # when
+    result = provenance_backfill(lines=[json.dumps(old)])
+    # then
+    assert (result.inserted, result.errors) == (1, [])
+    stored = Provenance.objects.get()
+    assert (stored.v1_cost, stored.v2_cost, stored.cost_delta) == (40, 55, 15)
+
+
+def _exported(**changes) -> str:
+    row = {
+        "id": 1,
+        "tenant_id": 1,
+        "tenant": "acme",
+        "run_id": None,
+        "variant_slug": "v2",
+        "source": "sandbox",
+        "model_version": "2.0.0",
+        "adapter_version": "2.0.0",
+        "commit_sha": "unknown",
+        "input_json": SPEC_INPUT,
+        "input_hash": SPEC_INPUT_HASH,
+        "output_json": {"status": "success"},
+        "output_hash": "ab" * 32,
+        "v1_cost_cents": 10,
+        "v2_cost_cents": 12,
+        "cost_delta_cents": 2,
+        "drift_score": 0.2,
+        "verdict": "match",
+        "v2_status": "success",
+        "runtime_ms": 3,
+        "created_at": "2026-03-01T09:00:00.5Z",
+    }
+    row.update(changes)
+    return json.dumps({k: v for k, v in row.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (_exported(created_at=...), "created_at: is required"),
+        (_exported(created_at="2026-03-01T09:00:00"), "created_at:"),
+        (_exported(source=...), "source: is required"),
+        (_exported(source="import"), "source:"),
+        (_exported(verdict="maybe"), "verdict:"),
+        (_exported(model_version=2), "model_version: must be a string"),
+        (_exported(input_hash="xyz"), "input_hash: must be 16 hex characters"),
+        (_exported(input_json=[1]), "input_json: must be an object"),
+        (_exported(v2_cost_cents=12.5), "v2_cost_cents: must be a whole number of cents"),
+        (_exported(v1_cost_cents=-1), "v1_cost_cents: must be between 0 and 2147483647 cents"),
+        (_exported(v1_cost=10), "v1_cost_cents: given twice (also as v1_cost)"),
+        (_exported(runtime_ms="3"), "runtime_ms: must be a whole number of milliseconds"),
+        (_exported(drift_score="high"), "drift_score: must be a number"),
+        ('{"tenant": "acme", "variant_slug": "v2", "drift_score": 1e400}', "drift_score: must"),
+        (_exported(cost=1), "unknown field(s): cost"),
+        (_exported(tenant="nobody"), "tenant: unknown tenant 'nobody'"),
+    ],
+)
+def test_backfill_reports_bad_exported_rows(tenant, text, reason):
+    # given: the bad line sits between two good ones
+    lines = [_exported(), text, _exported(created_at="2026-03-02T00:00:00Z")]
+    # when
+    result = provenance_backfill(lines=lines)
+    # then
+    assert result.inserted == 2
+    assert [line_no for line_no, _ in result.errors] == [2]
+    assert reason in result.errors[0][1]
 
 
 # Prune -------------------------------------------------------------------------------

@@ -150,6 +150,24 @@ def test_export_command_rejects_bad_options(tmp_path, tenant, args, message):
         _run("export_provenance", str(tmp_path / "out.jsonl"), *args)
 
 
+def test_an_export_file_backfilled_into_an_empty_table_gives_the_same_rows(tmp_path, tenant):
+    # given
+    ProvenanceFactory(tenant=tenant, run_id="run-1")
+    ProvenanceFactory(tenant=tenant, source="api")
+    BackfillProvenanceFactory(tenant=tenant)
+    fields = [f.attname for f in Provenance._meta.concrete_fields if f.attname != "id"]
+    before = list(Provenance.objects.order_by("id").values(*fields))
+    path = tmp_path / "export.jsonl"
+    _run("export_provenance", str(path))
+    Provenance.objects.all().delete()
+    # when
+    output = _run("backfill_provenance", str(path))
+    # then
+    assert "Backfill complete: inserted 3, skipped 0, errors 0 (3 lines read)" in output
+    assert list(Provenance.objects.order_by("id").values(*fields)) == before
+    assert "inserted 0, skipped 3" in _run("backfill_provenance", str(path))
+
+
 # prune_provenance --------------------------------------------------------------------
 
 

@@ -277,3 +277,28 @@ def test_canary_reports_are_read_only(operator):
     assert report.run_id in listing.content.decode()
     assert "KL divergence 0.5000 &gt; 0.2" in detail.content.decode()
     assert add.status_code == 403
+
+
+@pytest.mark.django_db
+def test_an_insufficient_data_report_shows_how_many_samples_it_needs(operator):
+    # given
+    report = CanaryReportFactory(
+        status="insufficient_data",
+        passed=False,
+        total_samples=3,
+        evaluated_samples=2,
+        min_samples=100,
+        kl_divergence=None,
+        js_distance=None,
+        failure_reasons=["Insufficient data: 2 samples evaluated, judging V2 needs 100"],
+    )
+    # when
+    listing = operator.get(
+        reverse("admin:costsim_canaryreport_changelist"), {"status__exact": "insufficient_data"}
+    )
+    detail = operator.get(reverse("admin:costsim_canaryreport_change", args=[report.pk]))
+    # then
+    assert listing.status_code == 200
+    assert "2 / 100" in listing.content.decode()
+    assert "Insufficient data" in listing.content.decode()
+    assert "judging V2 needs 100" in detail.content.decode()

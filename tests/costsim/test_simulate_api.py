@@ -8,7 +8,6 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from analytics.hashing import short_hash
-from costsim.api import simulation
 from costsim.models import BREAKER_NAME, CircuitBreaker, Provenance
 from costsim.services import estimators
 from costsim.services.estimators import estimate_v1
@@ -445,33 +444,64 @@ def test_simulate_get_is_405(api_client):
     assert response.json()["error"] == "method_not_allowed"
 
 
-def test_revoked_key_is_refused_once_the_key_cache_expires(api_client, api_key, monkeypatch):
-    # given: the key was used (and cached) on a simulate endpoint, then revoked
-    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+def test_revoked_key_is_refused_by_the_next_simulation(api_client, api_key):
+    # given: the key has just been used on every simulate endpoint, then it is revoked
+    for path in (SIMULATE, SIMULATE_V1, SIMULATE_V2):
+        assert api_client.post(path, EXAMPLE_BODY, format="json").status_code == 200
     key, _ = api_key
     key.revoked_at = timezone.now()
     key.save()
-    # when / then: within KEY_CACHE_SECONDS the simulate endpoints still accept it...
+    # when / then: nothing remembers the key, so the very next request is refused
+    for path in (SIMULATE, SIMULATE_V1, SIMULATE_V2):
+        response = api_client.post(path, EXAMPLE_BODY, format="json")
+        assert response.status_code == 401
+        assert response.json()["error"] == "authentication_failed"
+    assert Provenance.objects.count() == 1  # only the V2 call made before the revocation
+
+
+def test_shadowed_simulation_reads_key_and_breaker_in_one_statement(
+    api_client, sandbox_on, django_assert_num_queries
+):
+    # given: a warm key (cached by this process, last_used_at fresh)
     assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
-    # ...other endpoints look the key up every time...
-    assert api_client.get(PROVENANCE).status_code == 401
-    # ...and after expiry simulate refuses it too
-    monkeypatch.setattr(simulation, "KEY_CACHE_SECONDS", 0.0)
-    simulation._key_cache.clear()
-    assert api_client.post(SIMULATE_V1, EXAMPLE_BODY, format="json").status_code == 401
-    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 401
+    # when / then: key generation with the breaker row, then the provenance INSERT
+    with django_assert_num_queries(2) as captured:
+        response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
+    assert response.json()["v2_error"] is None
+    assert "analytics_apikey_generation" in captured.captured_queries[0]["sql"]
+    assert "costsim_circuitbreaker" in captured.captured_queries[0]["sql"]
+    assert Provenance.objects.count() == 2
 
 
-def test_unknown_keys_are_not_cached(monkeypatch):
+def test_breaker_opened_between_two_requests_is_seen_by_the_second(api_client, sandbox_on):
     # given
-    simulation._key_cache.clear()
+    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").json()["v2_error"] is None
+    _open_breaker()
+    # when
+    response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
+    # then
+    assert response.json()["v2"] is None
+    assert response.json()["v2_error"] is not None
+    assert Provenance.objects.count() == 1
+
+
+def test_warm_key_still_simulates_when_the_breaker_row_is_missing(api_client, sandbox_on):
+    # given: a warm key; then the breaker row disappears (a flushed database)
+    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+    CircuitBreaker.objects.all().delete()
+    # when
+    response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
+    # then: the key is checked on its own and the sandbox's check creates the row
+    assert response.status_code == 200
+    assert response.json()["v2_error"] is None
+    assert CircuitBreaker.objects.filter(name=BREAKER_NAME).exists()
+
+
+def test_unknown_key_is_401_on_simulate():
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Api-Key ck_" + "x" * 40)
-    # when
     response = client.post(SIMULATE, EXAMPLE_BODY, format="json")
-    # then
     assert response.status_code == 401
-    assert simulation._key_cache == {}
 
 
 # GET /costsim/status/ ----------------------------------------------------------------
@@ -550,9 +580,9 @@ def test_provenance_list_shows_only_the_callers_rows_newest_first(api_client, te
         "commit_sha": newer.commit_sha,
         "input_hash": newer.input_hash,
         "output_hash": newer.output_hash,
-        "v1_cost": 5,
-        "v2_cost": 4,
-        "cost_delta": -1,
+        "v1_cost_cents": 5,
+        "v2_cost_cents": 4,
+        "cost_delta_cents": -1,
         "drift_score": 0.12,
         "verdict": "minor_drift",
         "v2_status": "success",
@@ -648,10 +678,10 @@ def test_drift_stats_aggregate_the_callers_comparisons(api_client, tenant, other
     assert response.status_code == 200
     assert response.json() == {
         "total": 3,
-        "avg_delta": round((-1 - 5 + 1) / 3, 4),
-        "min_delta": -5.0,
-        "max_delta": 1.0,
-        "stddev_delta": 3.0551,
+        "avg_delta_cents": round((-1 - 5 + 1) / 3, 4),
+        "min_delta_cents": -5.0,
+        "max_delta_cents": 1.0,
+        "stddev_delta_cents": 3.0551,
     }
 
 
@@ -666,10 +696,10 @@ def test_drift_stats_respect_the_window(api_client, tenant):
     # then: one row, so the sample deviation is 0.0
     assert body == {
         "total": 1,
-        "avg_delta": -5.0,
-        "min_delta": -5.0,
-        "max_delta": -5.0,
-        "stddev_delta": 0.0,
+        "avg_delta_cents": -5.0,
+        "min_delta_cents": -5.0,
+        "max_delta_cents": -5.0,
+        "stddev_delta_cents": 0.0,
     }
 
 
@@ -681,10 +711,10 @@ def test_drift_stats_without_rows_are_zeros(api_client, other_tenant):
     # then
     assert body == {
         "total": 0,
-        "avg_delta": 0.0,
-        "min_delta": 0.0,
-        "max_delta": 0.0,
-        "stddev_delta": 0.0,
+        "avg_delta_cents": 0.0,
+        "min_delta_cents": 0.0,
+        "max_delta_cents": 0.0,
+        "stddev_delta_cents": 0.0,
     }
 
 

@@ -52,15 +52,32 @@ def test_list_counts_the_whole_filtered_set_not_the_page(api_client, mixed_feedb
     # given: another tenant's rows must not be counted
     PatternFeedbackFactory.create_batch(3, tenant=other_tenant)
     # when
-    response = api_client.get(URL, {"limit": 2, "offset": 1})
+    first = api_client.get(URL, {"page_size": 2})
+    second = api_client.get(first.json()["next"])
     # then
-    assert response.status_code == 200
-    body = response.json()
+    assert first.status_code == second.status_code == 200
+    body = second.json()
+    assert set(body) == {"next", "previous", "results", "total", "by_type", "by_severity"}
     assert body["total"] == 5
-    assert (body["limit"], body["offset"]) == (2, 1)
     assert body["by_type"] == {"failure_pattern": 3, "cost_spike": 2}
     assert body["by_severity"] == {"info": 1, "warning": 3, "critical": 1}
-    assert [item["id"] for item in body["items"]] == [str(row.pk) for row in mixed_feedback[1:3]]
+    assert [item["id"] for item in body["results"]] == [str(row.pk) for row in mixed_feedback[2:4]]
+    assert body["previous"] is not None and body["next"] is not None
+
+
+def test_list_pages_walk_the_whole_list_both_ways(api_client, mixed_feedback):
+    # given: two rows detected at the same instant, ordered by id between themselves
+    PatternFeedbackFactory(tenant=mixed_feedback[0].tenant, detected_at=NOW - timedelta(minutes=3))
+    # when
+    pages = [api_client.get(URL, {"page_size": 2}).json()]
+    while pages[-1]["next"]:
+        pages.append(api_client.get(pages[-1]["next"]).json())
+    back = api_client.get(pages[-1]["previous"]).json()
+    # then
+    forward = [item["id"] for page in pages for item in page["results"]]
+    expected = PatternFeedback.objects.order_by("-detected_at", "id").values_list("id", flat=True)
+    assert forward == [str(pk) for pk in expected]
+    assert [item["id"] for item in back["results"]] == forward[2:4]
 
 
 def test_list_filters_apply_to_items_and_counts(api_client, mixed_feedback):
@@ -68,11 +85,11 @@ def test_list_filters_apply_to_items_and_counts(api_client, mixed_feedback):
     body = response.json()
     assert body["total"] == 1
     assert body["by_type"] == {"failure_pattern": 0, "cost_spike": 1}
-    assert [item["id"] for item in body["items"]] == [str(mixed_feedback[3].pk)]
+    assert [item["id"] for item in body["results"]] == [str(mixed_feedback[3].pk)]
     response = api_client.get(URL, {"severity": "critical"})
-    assert [item["id"] for item in response.json()["items"]] == [str(mixed_feedback[1].pk)]
+    assert [item["id"] for item in response.json()["results"]] == [str(mixed_feedback[1].pk)]
     response = api_client.get(URL, {"acknowledged": "true"})
-    assert [item["id"] for item in response.json()["items"]] == [str(mixed_feedback[2].pk)]
+    assert [item["id"] for item in response.json()["results"]] == [str(mixed_feedback[2].pk)]
 
 
 def test_list_item_shape(api_client, tenant):
@@ -81,7 +98,7 @@ def test_list_item_shape(api_client, tenant):
         tenant=tenant, description="d" * 300, provenance=["r1", "r2"], detected_at=NOW
     )
     # when
-    [item] = api_client.get(URL).json()["items"]
+    [item] = api_client.get(URL).json()["results"]
     # then
     assert item == {
         "id": str(feedback.pk),
@@ -99,10 +116,11 @@ def test_list_item_shape(api_client, tenant):
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"limit": 0}, "limit"),
-        ({"limit": 201}, "limit"),
-        ({"limit": "x"}, "limit"),
-        ({"offset": -1}, "offset"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 201}, "page_size"),
+        ({"page_size": "x"}, "page_size"),
+        ({"limit": 10}, "limit"),
+        ({"offset": 10}, "offset"),
         ({"pattern_type": "bogus"}, "pattern_type"),
         ({"severity": "WARNING"}, "severity"),
         ({"acknowledged": "maybe"}, "acknowledged"),
@@ -116,24 +134,24 @@ def test_invalid_list_filters_are_400_naming_the_field(api_client, params, field
     assert [error["field"] for error in body["field_errors"]] == [field]
 
 
-def test_list_limit_bounds_are_inclusive(api_client, mixed_feedback):
-    assert api_client.get(URL, {"limit": 1}).json()["items"].__len__() == 1
-    assert api_client.get(URL, {"limit": 200}).status_code == 200
+def test_list_page_size_bounds_are_inclusive(api_client, mixed_feedback):
+    assert len(api_client.get(URL, {"page_size": 1}).json()["results"]) == 1
+    assert api_client.get(URL, {"page_size": 200}).status_code == 200
 
 
 def test_list_query_count_is_fixed(api_client, mixed_feedback, django_assert_num_queries):
     api_client.get(URL)  # the first request of a key also records last_used_at
     # auth lookup, counts over the filtered set, one page of items
     with django_assert_num_queries(3):
-        response = api_client.get(URL, {"limit": 200})
-    assert len(response.json()["items"]) == 5
+        response = api_client.get(URL, {"page_size": 200})
+    assert len(response.json()["results"]) == 5
 
 
 def test_list_page_does_not_load_provenance(api_client, tenant):
     PatternFeedbackFactory(tenant=tenant, provenance=[f"run-{n}" for n in range(500)])
     api_client.get(URL)
     with CaptureQueriesContext(connection) as queries:
-        assert api_client.get(URL).json()["items"][0]["provenance_count"] == 500
+        assert api_client.get(URL).json()["results"][0]["provenance_count"] == 500
     page_query = queries.captured_queries[-1]["sql"]
     assert '"provenance",' not in page_query and "jsonb_array_length" in page_query
 
@@ -280,7 +298,7 @@ def test_malformed_or_unknown_id_is_404(api_client, feedback_id):
 
 def test_other_tenant_sees_nothing_of_ours(other_client, mixed_feedback):
     body = other_client.get(URL).json()
-    assert body["total"] == 0 and body["items"] == []
+    assert body["total"] == 0 and body["results"] == []
     assert other_client.get(f"{URL}stats/").json()["total"] == 0
 
 

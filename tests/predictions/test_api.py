@@ -67,23 +67,26 @@ def test_list_shows_valid_predictions_with_counts_over_the_filtered_set(
     # given
     PredictionFactory.create_batch(2, tenant=other_tenant)
     # when
-    response = api_client.get(URL, {"limit": 2, "offset": 1})
+    first = api_client.get(URL, {"page_size": 3})
+    second = api_client.get(first.json()["next"])
     # then
-    assert response.status_code == 200
-    body = response.json()
+    assert first.status_code == second.status_code == 200
+    body = second.json()
+    assert set(body) == {"next", "previous", "results", "total", "by_type", "by_subject_type"}
     assert body["total"] == 4
-    assert (body["limit"], body["offset"]) == (2, 1)
     assert body["by_type"] == {"failure_likelihood": 2, "cost_overrun": 2}
     assert body["by_subject_type"] == {"worker": 4, "run": 0, "tenant": 0}
-    assert [item["id"] for item in body["items"]] == [
-        str(predictions["b"].pk),
-        str(predictions["c"].pk),
+    assert [item["id"] for item in body["results"]] == [str(predictions["d"].pk)]
+    assert body["next"] is None
+    back = api_client.get(body["previous"]).json()
+    assert [item["id"] for item in back["results"]] == [
+        str(predictions[key].pk) for key in ("a", "b", "c")
     ]
 
 
 def test_list_item_shape(api_client, tenant):
     prediction = PredictionFactory(tenant=tenant, subject_id="w", created_at=NOW)
-    [item] = api_client.get(URL).json()["items"]
+    [item] = api_client.get(URL).json()["results"]
     assert item == {
         "id": str(prediction.pk),
         "prediction_type": "failure_likelihood",
@@ -100,19 +103,20 @@ def test_list_item_shape(api_client, tenant):
 def test_list_filters_and_include_expired(api_client, predictions):
     body = api_client.get(URL, {"include_expired": "true", "subject_id": "a"}).json()
     assert body["total"] == 3
-    expired = [item for item in body["items"] if item["id"] == str(predictions["expired"].pk)]
+    expired = [item for item in body["results"] if item["id"] == str(predictions["expired"].pk)]
     assert expired[0]["is_valid"] is False
     body = api_client.get(URL, {"prediction_type": "cost_overrun"}).json()
-    assert {item["subject_id"] for item in body["items"]} == {"a", "b"}
+    assert {item["subject_id"] for item in body["results"]} == {"a", "b"}
     assert api_client.get(URL, {"subject_type": "run"}).json()["total"] == 0
 
 
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"limit": 0}, "limit"),
-        ({"limit": 201}, "limit"),
-        ({"offset": -1}, "offset"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 201}, "page_size"),
+        ({"limit": 2}, "limit"),
+        ({"offset": 1}, "offset"),
         ({"prediction_type": "weather"}, "prediction_type"),
         ({"subject_type": "workers"}, "subject_type"),
         ({"include_expired": "sometimes"}, "include_expired"),
@@ -128,7 +132,7 @@ def test_list_query_count_is_fixed(api_client, predictions, django_assert_num_qu
     api_client.get(URL)
     with django_assert_num_queries(3):
         response = api_client.get(URL, {"include_expired": "true"})
-    assert len(response.json()["items"]) == 5
+    assert len(response.json()["results"]) == 5
 
 
 def test_detail_adds_value_factors_and_notes(api_client, predictions):
@@ -159,20 +163,21 @@ def test_another_tenants_prediction_is_404_everywhere(api_client, other_tenant):
     assert api_client.get(f"{URL}{theirs.pk}/").status_code == 404
     assert api_client.get(URL).json()["total"] == 0
     assert api_client.get(f"{URL}stats/").json()["total"] == 0
-    assert api_client.get(f"{URL}subject/worker/shared/").json()["count"] == 0
+    assert api_client.get(f"{URL}subject/worker/shared/").json()["total"] == 0
 
 
 def test_subject_view(api_client, predictions):
     # when
     body = api_client.get(f"{URL}subject/worker/a/").json()
     # then
+    assert set(body) == {"next", "previous", "results", "subject_type", "subject_id", "total"}
     assert body["subject_type"] == "worker" and body["subject_id"] == "a"
-    assert body["count"] == 2
-    assert [p["id"] for p in body["predictions"]] == [
+    assert body["total"] == 2
+    assert [p["id"] for p in body["results"]] == [
         str(predictions["a"].pk),
         str(predictions["d"].pk),
     ]
-    assert set(body["predictions"][0]) == {
+    assert set(body["results"][0]) == {
         "id",
         "prediction_type",
         "confidence_score",
@@ -184,20 +189,24 @@ def test_subject_view(api_client, predictions):
     }
 
 
-def test_subject_view_include_expired_and_limit(api_client, predictions):
+def test_subject_view_include_expired_and_pages(api_client, predictions):
     body = api_client.get(f"{URL}subject/worker/a/", {"include_expired": "true"}).json()
-    assert body["count"] == 3
-    body = api_client.get(f"{URL}subject/worker/a/", {"include_expired": "true", "limit": 1}).json()
-    assert body["count"] == 1
-    assert body["predictions"][0]["id"] == str(predictions["a"].pk)
+    assert body["total"] == 3
+    params = {"include_expired": "true", "page_size": 1}
+    body = api_client.get(f"{URL}subject/worker/a/", params).json()
+    assert body["total"] == 3
+    assert [p["id"] for p in body["results"]] == [str(predictions["a"].pk)]
+    body = api_client.get(body["next"]).json()
+    assert [p["id"] for p in body["results"]] == [str(predictions["d"].pk)]
 
 
 @pytest.mark.parametrize(
     ("path", "params", "field"),
     [
         ("subject/robot/a/", {}, "subject_type"),
-        ("subject/worker/a/", {"limit": 101}, "limit"),
-        ("subject/worker/a/", {"limit": 0}, "limit"),
+        ("subject/worker/a/", {"page_size": 201}, "page_size"),
+        ("subject/worker/a/", {"page_size": 0}, "page_size"),
+        ("subject/worker/a/", {"limit": 1}, "limit"),
     ],
 )
 def test_subject_view_validates_input(api_client, path, params, field):

@@ -3,6 +3,7 @@ from datetime import date
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from analytics.api.fields import parse_supported_date
 from analytics.management.tenant_option import tenants_for_option
 from analytics.models import SnapshotType
 from analytics.services.jobs import (
@@ -91,6 +92,6 @@ class Command(BaseCommand):
     @staticmethod
     def _date(option: str, raw: str) -> date:
         try:
-            return date.fromisoformat(raw)
-        except ValueError:
-            raise CommandError(f"{option} must be a date (YYYY-MM-DD), got {raw!r}.") from None
+            return parse_supported_date(raw)
+        except ValueError as exc:
+            raise CommandError(f"{option} {exc}, got {raw!r}.") from None

@@ -4,15 +4,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from analytics.api.fields import parse_supported_date
 from analytics.management.tenant_option import tenants_for_option
 from analytics.services.anomalies import anomalies_detect_active_tenants
 
 
 def _parse_date(value: str, option: str) -> date:
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{option} must be a date as YYYY-MM-DD, got {value!r}.") from None
+        return parse_supported_date(value)
+    except ValueError as exc:
+        raise CommandError(f"{option} {exc}, got {value!r}.") from None
 
 
 class Command(BaseCommand):

@@ -12,9 +12,11 @@ PROGRESS_INTERVAL = 2.0
 class Command(BaseCommand):
     help = (
         "Import V1 baseline provenance from a JSONL file, one "
-        '{"tenant", "cost", "run_id"?, "input"?, "input_hash"?} object per line. Lines whose '
-        "(tenant, input_hash) already exists, in the database or earlier in the file, are "
-        "skipped; bad lines are reported with their numbers and make the command exit 1."
+        '{"tenant", "cost", "run_id"?, "input"?, "input_hash"?} object per line, or restore '
+        "rows written by export_provenance (lines with variant_slug) as they were. A baseline "
+        "whose (tenant, input_hash) already exists, or an exported row whose (tenant, "
+        "input_hash, created_at) does, in the database or earlier in the file, is skipped; "
+        "bad lines are reported with their numbers and make the command exit 1."
     )
 
     def add_arguments(self, parser):

@@ -1,5 +1,5 @@
 import json
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,11 +15,7 @@ def _instant(option: str, raw: str | None) -> datetime | None:
     if raw is None:
         return None
     try:
-        return datetime.combine(date.fromisoformat(raw), datetime.min.time(), tzinfo=UTC)
-    except ValueError:
-        pass
-    try:
-        return parse_aware_datetime(raw)
+        return parse_aware_datetime(raw, allow_date=True)
     except ValueError as exc:
         raise CommandError(f"{option}: {exc}") from None
 
@@ -27,7 +23,9 @@ def _instant(option: str, raw: str | None) -> datetime | None:
 class Command(BaseCommand):
     help = (
         "Write provenance rows as JSONL, ordered by id, every column including the input "
-        "and output JSON. --since/--until select created_at in [since, until)."
+        "and output JSON (money as v1_cost_cents, v2_cost_cents, cost_delta_cents). "
+        "--since/--until select created_at in [since, until). backfill_provenance reads "
+        "the file back."
     )
 
     def add_arguments(self, parser):

@@ -7,7 +7,8 @@ from costsim.services.canary import canary_run
 class Command(BaseCommand):
     help = (
         "Run the V2 canary (under lock 7001) and print its report. Exits 1 when the canary "
-        "fails or errors; 0 on pass or when another instance is running it (skipped)."
+        "fails or errors; 0 on pass, on too few samples to decide (insufficient_data) and "
+        "when another instance is running it (skipped)."
     )
 
     def add_arguments(self, parser):
@@ -41,7 +42,8 @@ class Command(BaseCommand):
         self.stdout.write(f"status:           {report.status}")
         self.stdout.write(f"sample source:    {report.sample_source or '-'}")
         self.stdout.write(
-            f"samples:          {report.total_samples} taken, {len(report.comparisons)} evaluated"
+            f"samples:          {report.total_samples} taken, {report.evaluated_samples} "
+            f"evaluated, {report.min_samples} needed"
         )
         self.stdout.write(
             f"verdicts:         {report.matching_samples} match, "
@@ -51,8 +53,8 @@ class Command(BaseCommand):
             f"cost diff:        median {report.median_cost_diff}, p90 {report.p90_cost_diff}"
         )
         self.stdout.write(
-            f"distances:        KL {report.kl_divergence}, JS {report.js_distance}, "
-            f"{report.outlier_count} outliers"
+            f"distances:        KL {_or_dash(report.kl_divergence)}, "
+            f"JS {_or_dash(report.js_distance)}, {report.outlier_count} outliers"
         )
         self.stdout.write(f"duration:         {report.duration_ms} ms")
         for reason in report.failure_reasons:
@@ -65,4 +67,16 @@ class Command(BaseCommand):
         if report.status == "skipped":
             self.stdout.write(self.style.WARNING("Canary skipped: another instance is running."))
             return
+        if report.status == "insufficient_data":
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Canary {report.run_id} could not decide: {report.evaluated_samples} "
+                    f"samples evaluated, {report.min_samples} needed. The breaker was not told."
+                )
+            )
+            return
         self.stdout.write(self.style.SUCCESS(f"Canary {report.run_id} passed."))
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)
