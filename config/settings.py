@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "costsim",
     "feedback",
     "predictions",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -163,6 +164,7 @@ SPECTACULAR_SETTINGS = {
         "VerdictEnum": "costsim.models.Verdict",
         "DatasetVerdictEnum": "costsim.api.safety_serializers.DATASET_VERDICTS",
         "IncidentKindEnum": "analytics.models.incidents.IncidentKind",
+        "ChannelKindEnum": "notifications.models.ChannelKind",
     },
 }
 
@@ -231,6 +233,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "costsim.deliver_alerts",
         "schedule": 10.0,  # every 10 seconds
         "options": {"expires": 9},
+    },
+    "notifications-dispatch": {
+        "task": "notifications.dispatch",
+        "schedule": 10.0,  # every 10 seconds
+        "options": {"expires": 9},
+    },
+    "notifications-budget-thresholds": {
+        "task": "notifications.budget_thresholds",
+        "schedule": crontab(minute="*/5"),  # every 5 minutes
+        "options": {"expires": 4 * 60},
+    },
+    "notifications-daily-digest": {
+        "task": "notifications.daily_digest",
+        "schedule": crontab(hour=0, minute=15),  # every day at 00:15 UTC, for the day before
+        "options": {"expires": 6 * 3600},
     },
     "costsim-prune-provenance": {
         "task": "costsim.prune_provenance",
@@ -305,3 +322,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Notifications (README, "Notifications")
+# Lifts the https-only and public-address rules on channel URLs: tests and local demos only.
+NOTIFY_ALLOW_PRIVATE_URLS = env_bool("NOTIFY_ALLOW_PRIVATE_URLS", False)
+NOTIFY_TIMEOUT = env_float("NOTIFY_TIMEOUT", 5, minimum=0.1, maximum=30)
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+NOTIFY_BATCH_SIZE = env_int("NOTIFY_BATCH_SIZE", 20, minimum=1, maximum=500)
+# Links in messages point here (the admin page of the incident or budget).
+NOTIFY_BASE_URL = env_str("NOTIFY_BASE_URL") or "http://127.0.0.1:8000"
+# Project-wide (staff) channels for CostSim breaker trips and recoveries; each one set is
+# a channel. The webhook secret is `whsec_` + base64, as a receiver's library expects.
+NOTIFY_BREAKER_WEBHOOK_URL = env_str("NOTIFY_BREAKER_WEBHOOK_URL") or ""
+NOTIFY_BREAKER_WEBHOOK_SECRET = env_str("NOTIFY_BREAKER_WEBHOOK_SECRET") or ""
+NOTIFY_BREAKER_SLACK_URL = env_str("NOTIFY_BREAKER_SLACK_URL") or ""
+NOTIFY_BREAKER_EMAIL_TO = env_list("NOTIFY_BREAKER_EMAIL_TO", [])
+if NOTIFY_BREAKER_WEBHOOK_URL and not NOTIFY_BREAKER_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured("NOTIFY_BREAKER_WEBHOOK_SECRET must be set to whsec_<base64>")
+# Email: Django's own settings. The console backend prints messages instead of sending them.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "costwise@localhost"

@@ -54,7 +54,12 @@ from analytics.services.anomaly_lifecycle import (
     anomalies_resolve,
 )
 from analytics.services.expectation import Scope, WindowJudgement
-from analytics.signals import incident_escalated, incident_opened, incident_resolved
+from analytics.signals import (
+    incident_changed,
+    incident_escalated,
+    incident_opened,
+    incident_resolved,
+)
 
 KIND_OF = {
     AnomalyType.ABSOLUTE_SPIKE: IncidentKind.SPIKE,
@@ -373,6 +378,10 @@ def incidents_record(
         # A closed incident that takes new evidence is not news: nobody is told again.
         if went_up and incident not in outcome.opened and incident.status in OPEN_STATUSES:
             outcome.escalated.append(incident)
+    for incident in outcome.opened:
+        incident_changed.send(sender=Incident, incident=incident, event="opened")
+    for incident in outcome.escalated:
+        incident_changed.send(sender=Incident, incident=incident, event="escalated")
     transaction.on_commit(lambda: _announce(outcome))
     return outcome
 
@@ -687,6 +696,8 @@ def incidents_resolve(*, incidents, actor: str, resolution: str, notes: str = ""
         notes=notes,
     )
     closed = list(Incident.objects.filter(pk__in=ids))
+    for incident in closed:
+        incident_changed.send(sender=Incident, incident=incident, event="resolved")
     transaction.on_commit(
         lambda: [incident_resolved.send(sender=Incident, incident=i) for i in closed]
     )

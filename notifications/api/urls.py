@@ -1,0 +1,5 @@
+from notifications.api import views
+
+
+def register(router) -> list:
+    return views.register(router)
