@@ -13,6 +13,13 @@ cost_records_ingested_total = Counter(
 run_records_upserted_total = Counter(
     "analytics_run_records_upserted", "Run records of accepted batches", ["result"]
 )
+# Ingested records the service priced, by how; cost_source="unpriced" counts records stored
+# without a cost because neither the catalogue nor the tenant's overrides know the model.
+cost_records_priced_total = Counter(
+    "analytics_cost_records_priced",
+    "Ingested cost records without a client cost, by how they were priced",
+    ["cost_source"],
+)
 ingest_batches_rejected_total = Counter(
     "analytics_ingest_batches_rejected", "Rejected ingest batches", ["kind", "reason"]
 )
@@ -35,6 +42,8 @@ job_runs_total = Counter("analytics_job_runs", "Analytics job runs", ["job", "ou
 
 for _result in ("accepted", "duplicate"):
     cost_records_ingested_total.labels(result=_result)
+for _source in ("catalog", "override", "unpriced"):
+    cost_records_priced_total.labels(cost_source=_source)
 for _result in ("created", "updated", "unchanged"):
     run_records_upserted_total.labels(result=_result)
 for _kind, _reason in product(("cost_records", "runs"), ("validation", "too_large", "conflict")):

@@ -243,7 +243,10 @@ COST_RECORD_FIELDS = (
     Field("provider", optional_string(64)),
     Field("input_tokens", integer(minimum=0, maximum=MAX_RECORD_TOKENS), default=0),
     Field("output_tokens", integer(minimum=0, maximum=MAX_RECORD_TOKENS), default=0),
-    Field("cost_cents", cents(maximum=MAX_RECORD_CENTS), required=True),
+    Field("cache_read_tokens", integer(minimum=0, maximum=MAX_RECORD_TOKENS), default=0),
+    Field("cache_write_tokens", integer(minimum=0, maximum=MAX_RECORD_TOKENS), default=0),
+    # Absent or null: priced by the ingest service from the model and the token counts.
+    Field("cost_cents", cents(maximum=MAX_RECORD_CENTS, nullable=True)),
     Field("is_retry", boolean(), default=False),
     # Absent: the receipt time, filled in by the ingest service, which also tells an absent
     # created_at from a sent one when it compares payloads.
@@ -332,14 +335,39 @@ def _validate_items(
     return rows, errors
 
 
+COST_OR_TOKENS_REQUIRED = "is required unless input_tokens or output_tokens are sent"
+CACHE_EXCEEDS_INPUT = (
+    "cache_read_tokens + cache_write_tokens must not exceed input_tokens "
+    "(input_tokens counts cached tokens too)"
+)
+
+
 def validate_cost_record_batch(data, *, received_at: datetime) -> list[dict]:
     """Cleaned cost records (every column filled, defaults applied; `created_at` None when
-    absent) or a ValidationError listing every problem of the batch; PayloadTooLarge above
-    1000 records."""
+    absent, `cost_cents` None when the service is to price the record) or a ValidationError
+    listing every problem of the batch; PayloadTooLarge above 1000 records."""
     items = _batch_items(data, "records")
     rows, errors = _validate_items(
         items, COST_RECORD_FIELDS, collection="records", received_at=received_at, fill_defaults=True
     )
+    for index, (item, row) in enumerate(zip(items, rows, strict=True)):
+        if type(item) is not dict:
+            continue
+        if (
+            row.get("cost_cents") is None
+            and "input_tokens" not in item
+            and "output_tokens" not in item
+        ):
+            errors.setdefault(f"records[{index}].cost_cents", [COST_OR_TOKENS_REQUIRED])
+        cached = row.get("cache_read_tokens"), row.get("cache_write_tokens")
+        total = row.get("input_tokens")
+        if (
+            None not in (*cached, total)
+            and cached[0] + cached[1] > total
+            and f"records[{index}].input_tokens" not in errors
+        ):
+            name = "cache_read_tokens" if "cache_read_tokens" in item else "cache_write_tokens"
+            errors.setdefault(f"records[{index}].{name}", [CACHE_EXCEEDS_INPUT])
     if errors:
         raise exceptions.ValidationError(errors)
     return rows

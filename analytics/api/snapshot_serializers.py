@@ -58,6 +58,7 @@ class SnapshotAggregateSerializer(StrictModelSerializer):
             "entity_id",
             "total_cost_cents",
             "request_count",
+            "unpriced_records",
             "total_input_tokens",
             "total_output_tokens",
             "avg_cost_per_request_cents",

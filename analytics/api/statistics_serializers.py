@@ -66,6 +66,10 @@ class CostPointSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
+    unpriced_records = serializers.IntegerField(
+        help_text="Records without a cost (model unknown to the catalogue and the tenant's "
+        "price overrides); spend counts them as 0."
+    )
 
 
 class CostTotalsSerializer(serializers.Serializer):
@@ -74,6 +78,10 @@ class CostTotalsSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
+    unpriced_records = serializers.IntegerField(
+        help_text="Records without a cost (model unknown to the catalogue and the tenant's "
+        "price overrides); spend counts them as 0."
+    )
 
 
 class ModelCostSerializer(serializers.Serializer):
@@ -82,6 +90,10 @@ class ModelCostSerializer(serializers.Serializer):
     requests = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
+    unpriced_records = serializers.IntegerField(
+        help_text="Records without a cost (model unknown to the catalogue and the tenant's "
+        "price overrides); spend counts them as 0."
+    )
     pct_of_total = serializers.FloatField(help_text="Share of the window's spend, 2 dp.")
 
 

@@ -1,11 +1,20 @@
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from analytics.models.choices import BudgetType, RunStatus
 from analytics.models.tenancy import Tenant
 
 UNCLASSIFIED_TAG = "unclassified"
+
+
+class CostSource(models.TextChoices):
+    """How a cost record's cost was obtained."""
+
+    CLIENT = "client", "Sent by the client"
+    CATALOG = "catalog", "Price catalogue"
+    OVERRIDE = "override", "Tenant price override"
+    UNPRICED = "unpriced", "Unpriced"
 
 
 class CostRecord(models.Model):
@@ -21,9 +30,25 @@ class CostRecord(models.Model):
     skill_id = models.CharField(max_length=64, null=True, blank=True)
     model = models.CharField(max_length=64)
     provider = models.CharField(max_length=64, null=True, blank=True)
+    # input_tokens counts every input token, cached ones included (as OpenAI and the
+    # OpenTelemetry GenAI conventions report it); the cache counts are the parts of it read
+    # from and written to the provider's prompt cache.
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
-    cost_cents = models.DecimalField(max_digits=18, decimal_places=6)
+    # Database defaults too: bulk loaders writing SQL of their own need not know the columns.
+    cache_read_tokens = models.BigIntegerField(default=0, db_default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, db_default=0)
+    # NULL only when unpriced: an unknown model is never silently free.
+    cost_cents = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    cost_source = models.CharField(
+        max_length=8,
+        choices=CostSource.choices,
+        default=CostSource.CLIENT,
+        db_default=CostSource.CLIENT,
+    )
+    # The catalogue consulted for a record the service priced (catalog, override or
+    # unpriced), e.g. "genai-prices 0.2.3"; NULL for client costs.
+    price_catalog_version = models.CharField(max_length=32, null=True, blank=True)
     is_retry = models.BooleanField(default=False)
     created_at = models.DateTimeField()
     ingested_at = models.DateTimeField()
@@ -40,10 +65,28 @@ class CostRecord(models.Model):
                 condition=Q(idempotency_key__isnull=False),
                 name="costrecord_tenant_idem_key_uniq",
             ),
-            models.CheckConstraint(condition=Q(cost_cents__gte=0), name="costrecord_cost_nonneg"),
+            models.CheckConstraint(
+                condition=Q(cost_cents__isnull=True) | Q(cost_cents__gte=0),
+                name="costrecord_cost_nonneg",
+            ),
             models.CheckConstraint(
                 condition=Q(input_tokens__gte=0) & Q(output_tokens__gte=0),
                 name="costrecord_tokens_nonneg",
+            ),
+            models.CheckConstraint(
+                condition=Q(cache_read_tokens__gte=0)
+                & Q(cache_write_tokens__gte=0)
+                & Q(input_tokens__gte=F("cache_read_tokens") + F("cache_write_tokens")),
+                name="costrecord_cache_tokens_in_input",
+            ),
+            # No cost exactly when unpriced.
+            models.CheckConstraint(
+                condition=(Q(cost_source=CostSource.UNPRICED) & Q(cost_cents__isnull=True))
+                | (~Q(cost_source=CostSource.UNPRICED) & Q(cost_cents__isnull=False)),
+                name="costrecord_cost_iff_priced",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_source__in=CostSource.values), name="costrecord_cost_source"
             ),
         ]
         indexes = [
@@ -64,7 +107,8 @@ class CostRecord(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model} {self.cost_cents}¢ at {self.created_at:%Y-%m-%d %H:%M}"
+        cost = "unpriced" if self.cost_cents is None else f"{self.cost_cents}¢"
+        return f"{self.model} {cost} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class RunRecord(models.Model):
@@ -154,7 +198,10 @@ class Budget(models.Model):
     warn_threshold_pct = models.IntegerField(
         default=80, validators=[MinValueValidator(1), MaxValueValidator(100)]
     )
-    hard_limit_enabled = models.BooleanField(default=False, help_text="Stored and shown only.")
+    hard_limit_enabled = models.BooleanField(
+        default=False,
+        help_text="Refuse reservations past the limit (soft budgets only warn).",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -58,6 +58,9 @@ class SnapshotAggregate(models.Model):
     # overflows a snapshot. request_count is a count of those records and fits a bigint.
     total_cost_cents = models.DecimalField(max_digits=38, decimal_places=6)
     request_count = models.BigIntegerField()
+    # Records of the period stored without a cost (unknown model); total_cost_cents counts
+    # them as 0, so a non-zero count says the total is a lower bound.
+    unpriced_records = models.BigIntegerField(default=0, db_default=0)
     total_input_tokens = models.DecimalField(max_digits=38, decimal_places=0)
     total_output_tokens = models.DecimalField(max_digits=38, decimal_places=0)
     avg_cost_per_request_cents = models.FloatField()

@@ -54,7 +54,7 @@ grouped AS (
                 WHEN GROUPING(user_key) = 0 THEN 'user'
            END AS dimension,
            COALESCE(model_key, feature_key, user_key) AS key,
-           SUM(cost_cents) AS cents
+           COALESCE(SUM(cost_cents), 0) AS cents
     FROM scoped
     GROUP BY idx, GROUPING SETS ((model_key), (feature_key), (user_key), ())
 ),
@@ -106,7 +106,7 @@ counts AS (
 features AS (
     SELECT idx, SUM(spend)::float8 AS tagged, MAX(spend)::float8 AS top
     FROM (
-        SELECT idx, feature_tag, SUM(cost_cents) AS spend
+        SELECT idx, feature_tag, COALESCE(SUM(cost_cents), 0) AS spend
         FROM scoped
         WHERE is_current AND feature_tag IS NOT NULL
         GROUP BY idx, feature_tag

@@ -12,8 +12,17 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from analytics import metrics
-from analytics.models import RunRecord, RunStatus, SnapshotStatus, Tenant
+from analytics.models import CostSource, RunRecord, RunStatus, SnapshotStatus, Tenant
 from analytics.models.records import UNCLASSIFIED_TAG
+from analytics.selectors.pricing import override_rules
+from analytics.services.price_catalog import (
+    CATALOG_VERSION,
+    COST_SQL,
+    PRICE_TABLE_TYPES,
+    price_cells,
+    price_join,
+    price_table_json,
+)
 
 # Columns of a cleaned cost record and their SQL types.
 COST_RECORD_COLUMNS = (
@@ -28,6 +37,8 @@ COST_RECORD_COLUMNS = (
     ("provider", "varchar"),
     ("input_tokens", "bigint"),
     ("output_tokens", "bigint"),
+    ("cache_read_tokens", "bigint"),
+    ("cache_write_tokens", "bigint"),
     ("cost_cents", "numeric"),
     ("is_retry", "boolean"),
     ("created_at", "timestamptz"),
@@ -46,16 +57,22 @@ _INSERT_EXPRESSIONS = {
     "feature_tag": (
         "CASE WHEN b.unclassified_reason IS NULL THEN b.feature_tag ELSE %(unclassified)s END"
     ),
-    "created_at": "COALESCE(b.created_at, %(received_at)s)",
+    # A client cost always wins; otherwise the price of the record's cell.
+    "cost_cents": "COALESCE(b.cost_cents, b.priced_cents)",
+    "created_at": "b.created_at",
 }
 _INSERT_VALUES = ", ".join(
     _INSERT_EXPRESSIONS.get(name, f"b.{name}") for name, _ in COST_RECORD_COLUMNS
 )
 
-# One round trip: insert, mark the complete snapshots covering the inserted rows stale, and
-# report the keys skipped and the records that became unclassified.
+# One round trip: price, insert, mark the complete snapshots covering the inserted rows stale,
+# and report the keys skipped, the records that became unclassified and those left unpriced.
 # - The batch travels as one JSON document expanded by json_to_recordset(): binding a
 #   thousand-row batch as per-column arrays costs several times more client CPU.
+# - Records without a client cost are priced by a join with the price cells of the batch's
+#   (model, provider) pairs (analytics.services.price_catalog), which travel the same way; the
+#   cells of a pair are disjoint and cover all time, so a record joins at most one. Records
+#   with a client cost join none (the price table is empty when every record has one).
 # - Tags that are neither `unclassified` nor an active tag of the tenant are stored as
 #   `unclassified`, so dashboards never grow a long tail of typos; the tag as sent is kept
 #   in sent_feature_tag, and the answer says which tags and why (featuretag_tenant_tag_uniq:
@@ -69,25 +86,45 @@ _INSERT_VALUES = ", ".join(
 #   period_start), so covering snapshots are found through the natural-key index. They are
 #   locked in id order for the same deadlock reason; already stale rows are left alone.
 INGEST_SQL = f"""
-WITH batch AS (
+WITH sent AS (
+    SELECT s.idempotency_key, s.user_id, s.feature_tag, s.request_id, s.workflow_id, s.run_id,
+           s.skill_id, s.model, s.provider, s.input_tokens, s.output_tokens,
+           COALESCE(s.cache_read_tokens, 0) AS cache_read_tokens,
+           COALESCE(s.cache_write_tokens, 0) AS cache_write_tokens,
+           s.cost_cents, s.is_retry, COALESCE(s.created_at, %(received_at)s) AS created_at
+    FROM json_to_recordset(%(batch)s::json) AS s({_BATCH_TYPES})
+),
+priced AS (
+    SELECT r.*, p.source AS cell_source, {COST_SQL} AS priced_cents
+    FROM sent r
+    LEFT JOIN json_to_recordset(%(prices)s::json) AS p({PRICE_TABLE_TYPES})
+      ON r.cost_cents IS NULL AND {price_join("r.created_at")}
+),
+batch AS (
     SELECT b.*,
+           CASE WHEN b.cost_cents IS NOT NULL THEN '{CostSource.CLIENT}'
+                WHEN b.priced_cents IS NULL THEN '{CostSource.UNPRICED}'
+                ELSE b.cell_source
+           END AS cost_source,
            CASE WHEN b.feature_tag IS NULL OR b.feature_tag = %(unclassified)s THEN NULL
                 WHEN ft.id IS NULL THEN '{UNKNOWN_FEATURE_TAG}'
                 WHEN NOT ft.is_active THEN '{INACTIVE_FEATURE_TAG}'
            END AS unclassified_reason
-    FROM json_to_recordset(%(batch)s::json) AS b({_BATCH_TYPES})
+    FROM priced b
     LEFT JOIN analytics_featuretag ft ON ft.tenant_id = %(tenant_id)s AND ft.tag = b.feature_tag
 ),
 inserted AS (
-    INSERT INTO analytics_costrecord (tenant_id, {_BATCH_NAMES}, sent_feature_tag, ingested_at)
-    SELECT %(tenant_id)s, {_INSERT_VALUES},
+    INSERT INTO analytics_costrecord (tenant_id, {_BATCH_NAMES}, cost_source,
+                                      price_catalog_version, sent_feature_tag, ingested_at)
+    SELECT %(tenant_id)s, {_INSERT_VALUES}, b.cost_source,
+           CASE WHEN b.cost_cents IS NULL THEN %(catalog_version)s END,
            CASE WHEN b.unclassified_reason IS NOT NULL OR b.feature_tag = %(unclassified)s
                 THEN b.feature_tag END,
            %(received_at)s
     FROM batch b
     ORDER BY b.idempotency_key COLLATE "C"
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING idempotency_key, created_at
+    RETURNING idempotency_key, created_at, cost_source, model
 ),
 periods AS (
     SELECT DISTINCT 'hourly' AS snapshot_type, date_trunc('hour', created_at, 'UTC') AS start
@@ -122,21 +159,29 @@ SELECT (SELECT count(*) FROM inserted),
           AND NOT EXISTS (SELECT FROM inserted i WHERE i.idempotency_key = b.idempotency_key)),
        (SELECT array_agg(reason) FROM unclassified),
        (SELECT array_agg(tag) FROM unclassified),
-       (SELECT array_agg(records) FROM unclassified)
+       (SELECT array_agg(records) FROM unclassified),
+       (SELECT count(*) FILTER (WHERE cost_source = '{CostSource.CATALOG}') FROM inserted),
+       (SELECT count(*) FILTER (WHERE cost_source = '{CostSource.OVERRIDE}') FROM inserted),
+       (SELECT count(*) FILTER (WHERE cost_source = '{CostSource.UNPRICED}') FROM inserted),
+       (SELECT array_agg(DISTINCT model ORDER BY model) FROM inserted
+        WHERE cost_source = '{CostSource.UNPRICED}')
 """
 
 # The skipped records whose key is stored with another payload: field by field, so new
 # records pay nothing for it. A separate statement, so it reads a snapshot taken after
 # INGEST_SQL: a key skipped because a concurrent batch inserted it was waited for and is
 # committed (an aborted batch would not have made it skip), and cost records are never
-# updated or deleted. Two fields are not stored as sent: the tag, compared as sent through
+# updated or deleted. A record sent without a cost matches a stored record the service priced
+# (whatever its price now), and one sent with a cost matches only the same client cost. Two
+# more fields are not stored as sent: the tag, compared as sent through
 # sent_feature_tag (a record ingested before that column existed and stored as
 # `unclassified` matches any tag), and created_at, which a record without one leaves to the
 # receipt time, so an absent created_at matches any.
 _STORED_AS_SENT = " AND ".join(
     f"c.{name} IS NOT DISTINCT FROM s.{name}"
     for name in PAYLOAD_COLUMNS
-    if name not in ("feature_tag", "cost_cents", "created_at")
+    if name
+    not in ("feature_tag", "cost_cents", "created_at", "cache_read_tokens", "cache_write_tokens")
 )
 KEY_CONFLICTS_SQL = f"""
 SELECT s.idempotency_key
@@ -145,7 +190,10 @@ JOIN analytics_costrecord c
   ON c.tenant_id = %(tenant_id)s AND c.idempotency_key = s.idempotency_key
 WHERE c.idempotency_key IS NOT NULL AND NOT (
     {_STORED_AS_SENT}
-    AND c.cost_cents = s.cost_cents
+    AND c.cache_read_tokens = COALESCE(s.cache_read_tokens, 0)
+    AND c.cache_write_tokens = COALESCE(s.cache_write_tokens, 0)
+    AND CASE WHEN s.cost_cents IS NULL THEN c.cost_source <> '{CostSource.CLIENT}'
+             ELSE c.cost_source = '{CostSource.CLIENT}' AND c.cost_cents = s.cost_cents END
     AND (s.created_at IS NULL OR c.created_at = s.created_at)
     AND (COALESCE(c.sent_feature_tag, c.feature_tag) IS NOT DISTINCT FROM s.feature_tag
          OR (c.feature_tag = %(unclassified)s AND c.sent_feature_tag IS NULL
@@ -165,11 +213,22 @@ class UnclassifiedSummary:
 
 
 @dataclass(frozen=True)
+class PricingSummary:
+    """How the inserted records without a client cost were priced."""
+
+    catalog: int = 0
+    override: int = 0
+    unpriced: int = 0
+    unpriced_models: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class IngestResult:
     accepted: int
     duplicates: int
     snapshots_marked_stale: int
     unclassified: UnclassifiedSummary = field(default_factory=UnclassifiedSummary)
+    pricing: PricingSummary = field(default_factory=PricingSummary)
 
 
 @dataclass(frozen=True)
@@ -196,12 +255,17 @@ def cost_records_ingest(
 ) -> IngestResult:
     """Insert a validated batch of cost records; return how many were new and duplicate.
 
-    `records` hold every column of COST_RECORD_COLUMNS; a None `created_at` means the
-    receipt time. A record whose idempotency key exists for the tenant, in the database or
-    earlier in the batch, with the same payload (PAYLOAD_COLUMNS, compared as in
-    KEY_CONFLICTS_SQL) is a duplicate and is not written. Raises IdempotencyKeyConflict,
-    and writes nothing, when a key comes with another payload. Complete snapshots whose
-    period contains an inserted record become stale in the same transaction.
+    `records` hold the columns of COST_RECORD_COLUMNS (the cache token counts may be absent:
+    0); a None `created_at` means the receipt time. A record with a None or absent
+    `cost_cents` is priced here from its model, provider and token counts, in one statement
+    for the batch: by the tenant's price override in effect at its `created_at`, else by the
+    price catalogue, else it is stored `unpriced` without a cost. The cache counts must not
+    exceed `input_tokens`, which counts cached tokens too. A record whose idempotency key
+    exists for the tenant, in the database or earlier in the batch, with the same payload
+    (PAYLOAD_COLUMNS, compared as in KEY_CONFLICTS_SQL) is a duplicate and is not written.
+    Raises IdempotencyKeyConflict, and writes nothing, when a key comes with another
+    payload. Complete snapshots whose period contains an inserted record become stale in
+    the same transaction.
     """
     first_of_key: dict[str, int] = {}
     unique_rows = []
@@ -220,14 +284,17 @@ def cost_records_ingest(
 
     params = {
         "batch": _batch_json(unique_rows),
+        "prices": _prices_json(tenant=tenant, rows=unique_rows),
         "tenant_id": tenant.pk,
         "received_at": received_at,
         "unclassified": UNCLASSIFIED_TAG,
         "complete": SnapshotStatus.COMPLETE,
+        "catalog_version": CATALOG_VERSION,
     }
     with connection.cursor() as cursor:
         cursor.execute(INGEST_SQL, params)
-        accepted, marked_stale, skipped_keys, *unclassified = cursor.fetchone()
+        (accepted, marked_stale, skipped_keys, *rest) = cursor.fetchone()
+        unclassified, priced = rest[:3], rest[3:]
         if skipped_keys:
             skipped = set(skipped_keys)
             cursor.execute(
@@ -256,6 +323,12 @@ def cost_records_ingest(
         duplicates=len(records) - accepted,
         snapshots_marked_stale=marked_stale,
         unclassified=_unclassified_summary(*unclassified),
+        pricing=PricingSummary(
+            catalog=priced[0],
+            override=priced[1],
+            unpriced=priced[2],
+            unpriced_models=priced[3] or [],
+        ),
     )
     transaction.on_commit(lambda: _count_ingested(result))
     return result
@@ -268,9 +341,28 @@ def _same_payload(row: dict, first: dict, *, received_at: datetime) -> bool:
         if name == "created_at":
             if row[name] is not None and row[name] != (first[name] or received_at):
                 return False
-        elif row[name] != first[name]:
+        elif name in _ZERO_WHEN_ABSENT:
+            if row.get(name, 0) != first.get(name, 0):
+                return False
+        elif row.get(name) != first.get(name):
             return False
     return True
+
+
+_ZERO_WHEN_ABSENT = ("cache_read_tokens", "cache_write_tokens")
+
+
+def _prices_json(*, tenant: Tenant, rows: list[dict]) -> str:
+    """The price cells of the (model, provider) pairs of the records without a client cost,
+    as a JSON array for json_to_recordset(); the tenant's overrides are read only when there
+    is something to price."""
+    keys = {(row["model"], row.get("provider")) for row in rows if row.get("cost_cents") is None}
+    if not keys:
+        return "[]"
+    cells = price_cells(
+        sorted(keys, key=lambda key: (key[0], key[1] or "")), override_rules(tenant=tenant)
+    )
+    return price_table_json(cells)
 
 
 def _unclassified_summary(
@@ -300,6 +392,10 @@ def _batch_json(rows: list[dict]) -> str:
 def _count_ingested(result: IngestResult) -> None:
     metrics.cost_records_ingested_total.labels(result="accepted").inc(result.accepted)
     metrics.cost_records_ingested_total.labels(result="duplicate").inc(result.duplicates)
+    pricing = result.pricing
+    metrics.cost_records_priced_total.labels(cost_source="catalog").inc(pricing.catalog)
+    metrics.cost_records_priced_total.labels(cost_source="override").inc(pricing.override)
+    metrics.cost_records_priced_total.labels(cost_source="unpriced").inc(pricing.unpriced)
 
 
 # --- run records ------------------------------------------------------------------------------

@@ -170,8 +170,9 @@ GROUP BY a.entity_type, a.entity_id
 _AGGREGATES_INSERT = """
 WITH combos AS (
     SELECT r.user_id, r.feature_tag, r.model,
-           SUM(r.cost_cents) AS total,
+           COALESCE(SUM(r.cost_cents), 0) AS total,
            COUNT(*) AS requests,
+           COUNT(*) FILTER (WHERE r.cost_source = 'unpriced') AS unpriced,
            SUM(r.input_tokens) AS input_tokens,
            SUM(r.output_tokens) AS output_tokens
     FROM analytics_costrecord r
@@ -189,6 +190,7 @@ agg AS (
              WHEN GROUPING(c.model) = 0 THEN c.model END AS entity_id,
         SUM(c.total) AS total,
         COALESCE(SUM(c.requests), 0) AS requests,
+        COALESCE(SUM(c.unpriced), 0) AS unpriced,
         SUM(c.input_tokens) AS input_tokens,
         SUM(c.output_tokens) AS output_tokens
     FROM combos c
@@ -198,11 +200,11 @@ base AS MATERIALIZED ({baselines}),
 ins AS (
     INSERT INTO analytics_snapshotaggregate
         (tenant_id, snapshot_id, entity_type, entity_id, total_cost_cents, request_count,
-         total_input_tokens, total_output_tokens, avg_cost_per_request_cents,
+         unpriced_records, total_input_tokens, total_output_tokens, avg_cost_per_request_cents,
          avg_tokens_per_request, baseline_7d_avg_cents, baseline_30d_avg_cents,
          deviation_from_7d_pct, deviation_from_30d_pct)
     SELECT %(tenant)s, %(snapshot)s, agg.entity_type, agg.entity_id, agg.total, agg.requests,
-           agg.input_tokens, agg.output_tokens,
+           agg.unpriced, agg.input_tokens, agg.output_tokens,
            (agg.total / agg.requests)::float8,
            (agg.input_tokens + agg.output_tokens)::float8 / agg.requests,
            base.b7, base.b30,

@@ -108,8 +108,9 @@ def cost_statistics(
             "requests": requests,
             "input_tokens": int(input_tokens),
             "output_tokens": int(output_tokens),
+            "unpriced_records": unpriced,
         }
-        for bucket, spend, requests, input_tokens, output_tokens in rows
+        for bucket, spend, requests, input_tokens, output_tokens, unpriced in rows
     ]
     total_spend = sum((point["spend_cents"] for point in series), Decimal(0))
     totals = {
@@ -118,10 +119,11 @@ def cost_statistics(
         "requests": sum(point["requests"] for point in series),
         "input_tokens": sum(point["input_tokens"] for point in series),
         "output_tokens": sum(point["output_tokens"] for point in series),
+        "unpriced_records": sum(point["unpriced_records"] for point in series),
     }
 
     by_model, by_feature = [], []
-    for dimension, key, spend, requests, input_tokens, output_tokens in cost_breakdown(
+    for dimension, key, spend, requests, input_tokens, output_tokens, unpriced in cost_breakdown(
         tenant=tenant, window=window, coverage=coverage
     ):
         pct = _pct_of_total(spend, total_spend)
@@ -133,6 +135,7 @@ def cost_statistics(
                     "requests": requests,
                     "input_tokens": int(input_tokens),
                     "output_tokens": int(output_tokens),
+                    "unpriced_records": unpriced,
                     "pct_of_total": pct,
                 }
             )
@@ -205,7 +208,7 @@ def cost_csv_lines(*, tenant: Tenant, window: StatisticsWindow) -> Iterator[str]
                 int(input_tokens),
                 int(output_tokens),
             )
-            for bucket, spend, requests, input_tokens, output_tokens in rows
+            for bucket, spend, requests, input_tokens, output_tokens, _unpriced in rows
         ),
     )
 

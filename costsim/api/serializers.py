@@ -100,6 +100,7 @@ def _step_errors(index: int, step: Any, errors: dict[str, list[str]]) -> dict[st
             timeout = params["timeout"]
             if not _is_number(timeout) or not timeout > 0:
                 errors[f"{path}.params.timeout"] = ["must be a number greater than 0"]
+        _priced_call_errors(path, params, errors)
 
     iterations = step.get("iterations", 1)
     if not _is_int(iterations):
@@ -110,6 +111,32 @@ def _step_errors(index: int, step: Any, errors: dict[str, list[str]]) -> dict[st
     if len(errors) != before:
         return None
     return {"skill": skill, "params": params, "iterations": iterations}
+
+
+# A step naming a model and token counts is priced from the price catalogue (V2 only).
+PRICED_NAME_PARAMS = ("model", "provider")
+PRICED_TOKEN_PARAMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+MAX_STEP_TOKENS = 1_000_000_000
+
+
+def _priced_call_errors(path: str, params: dict, errors: dict[str, list[str]]) -> None:
+    for name in PRICED_NAME_PARAMS:
+        value = params.get(name)
+        if name in params and not (isinstance(value, str) and 0 < len(value) <= 64):
+            errors[f"{path}.params.{name}"] = ["must be a string of 1 to 64 characters"]
+    for name in PRICED_TOKEN_PARAMS:
+        value = params.get(name)
+        if name in params and not (_is_int(value) and 0 <= value <= MAX_STEP_TOKENS):
+            errors[f"{path}.params.{name}"] = [
+                f"must be an integer between 0 and {MAX_STEP_TOKENS}"
+            ]
+    counts = [params.get(name, 0) for name in PRICED_TOKEN_PARAMS]
+    if not any(f"{path}.params.{name}" in errors for name in PRICED_TOKEN_PARAMS) and (
+        counts[2] + counts[3] > counts[0]
+    ):
+        errors[f"{path}.params.input_tokens"] = [
+            "must be at least cache_read_tokens + cache_write_tokens (it counts them too)"
+        ]
 
 
 def parse_simulation_body(data: Any) -> SimulationInput:
@@ -187,7 +214,15 @@ class SimulationStepSerializer(serializers.Serializer):
     """Documentation of a plan step; parse_simulation_body does the checking."""
 
     skill = serializers.RegexField(rf"^{SKILL_PATTERN}$")
-    params = serializers.DictField(required=False, default=dict)
+    params = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Free-form, except `prompt`, `url`, `command` (strings) and `timeout` "
+        "(seconds). A step naming `model` (and optionally `provider`) with `input_tokens` "
+        "and/or `output_tokens` (optionally `cache_read_tokens`, `cache_write_tokens`, parts "
+        "of input_tokens) is priced by V2 from the price catalogue and the tenant's price "
+        "overrides; V1 ignores them.",
+    )
     iterations = serializers.IntegerField(min_value=1, max_value=MAX_ITERATIONS, default=1)
 
 

@@ -48,6 +48,8 @@ records AS (
 actual_skill AS (
     SELECT run_id, coalesce(skill_id, %(unattributed)s) AS skill_id, sum(cost_cents) AS cents
     FROM records
+    -- A run with an unpriced record (NULL cost) has no known actual cost: not compared.
+    WHERE run_id NOT IN (SELECT run_id FROM records WHERE cost_cents IS NULL)
     GROUP BY 1, 2
 ),
 matched AS (

@@ -12,9 +12,11 @@ Money is in cents and time in milliseconds. Rounding is Python's built-in ``roun
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from analytics.hashing import sha256_hex
+from analytics.services.price_catalog import OverrideRule, cell_for, cost_cents, price_cells
 
 # Recorded with results so provenance and golden files say which engine produced them.
 V1_ENGINE_VERSION = "1.0.0"
@@ -96,6 +98,12 @@ V2_UNKNOWN_SKILL = V2Skill(5.0, 500.0, 0.60, (("unknown", 0.15),))
 # URLs that do not pay the external-network penalty in V2.
 V2_LOCAL_URL_PREFIXES = ("http://localhost", "http://127.0.0.1")
 V2_DEFAULT_HTTP_TIMEOUT_S = 30
+
+# A V2 step whose params name a `model` and token counts is an LLM call of known size: its
+# cost per execution is the price of those tokens (the price catalogue and the tenant's
+# overrides, as ingest prices records), not the skill table's. `provider` and the cache
+# counts are optional; input_tokens counts cached tokens too.
+PRICED_TOKEN_PARAMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 def _allowlist(allowed_skills: Sequence[str] | None) -> frozenset[str] | None:
@@ -400,6 +408,47 @@ def _v2_execution(skill: str, params: dict[str, Any]) -> _V2Execution:
     return _V2Execution(cost, latency, confidence, factors)
 
 
+def names_priced_call(params: dict[str, Any]) -> bool:
+    """True when a step's params name a model and at least one token count."""
+    return "model" in params and ("input_tokens" in params or "output_tokens" in params)
+
+
+def _priced_steps(
+    plan: Sequence[dict[str, Any]], overrides: Sequence[OverrideRule], at: datetime
+) -> tuple[dict[int, float], list[str]]:
+    """Per-execution cents of the plan's steps that name a model and token counts, by step
+    index, and a warning per step whose model nobody prices (that step keeps the table)."""
+    calls = {
+        index: step["params"]
+        for index, step in enumerate(plan)
+        if names_priced_call(step.get("params") or {})
+    }
+    if not calls:
+        return {}, []
+    keys = sorted({(p["model"], p.get("provider")) for p in calls.values()}, key=str)
+    cells = price_cells(keys, overrides)
+    costs: dict[int, float] = {}
+    warnings: list[str] = []
+    for index, params in calls.items():
+        tokens = {name: params.get(name, 0) for name in PRICED_TOKEN_PARAMS}
+        cell = cell_for(
+            cells,
+            model=params["model"],
+            provider=params.get("provider"),
+            at=at,
+            input_tokens=tokens["input_tokens"],
+        )
+        cents = cost_cents(cell.rate if cell else None, **tokens)
+        if cents is None:
+            warnings.append(
+                f"Model '{params['model']}' of step {index} has no price: estimated from the "
+                "skill table"
+            )
+        else:
+            costs[index] = float(cents)
+    return costs, warnings
+
+
 def estimate_v2(
     plan: Sequence[dict[str, Any]],
     *,
@@ -408,10 +457,15 @@ def estimate_v2(
     model_version: str = V2_MODEL_VERSION,
     adapter_version: str = V2_ADAPTER_VERSION,
     commit_sha: str = "unknown",
+    price_overrides: Sequence[OverrideRule] = (),
+    priced_at: datetime | None = None,
 ) -> V2Result:
     """Estimate a plan with the V2 coefficients (spec/costsim.md §3).
 
-    ``runtime_ms`` is measured on the monotonic clock; everything else is deterministic.
+    A step naming a model and token counts (PRICED_TOKEN_PARAMS) costs, per execution, the
+    price of those tokens at `priced_at` (default: now) from the price catalogue and
+    `price_overrides` (the tenant's). ``runtime_ms`` is measured on the monotonic clock;
+    everything else is deterministic for a given `priced_at`.
     """
     started = time.monotonic()
 
@@ -441,6 +495,9 @@ def estimate_v2(
         )
 
     allowlist = _allowlist(allowed_skills)
+    priced, pricing_warnings = _priced_steps(
+        plan, price_overrides, priced_at or datetime.now(tz=UTC)
+    )
     steps: list[V2StepEstimate] = []
     risks: list[V2Risk] = []
     gaps: list[str] = []
@@ -456,6 +513,10 @@ def estimate_v2(
         params = step.get("params") or {}
         iterations = step.get("iterations", 1)
         execution = _v2_execution(skill, params)
+        if index in priced:
+            execution = _V2Execution(
+                priced[index], execution.latency_ms, execution.confidence, execution.risk_factors
+            )
 
         step_cost = execution.cost_cents * iterations
         step_latency = execution.latency_ms * iterations
@@ -505,6 +566,7 @@ def estimate_v2(
     else:
         status = "success"
         warnings = []
+    warnings += pricing_warnings
     feasible = status == "success"
 
     output_hash = v2_output_hash(

@@ -436,6 +436,7 @@ def test_detail_lists_aggregates_tenant_user_feature_model_then_id(api_client, t
         "entity_id": None,
         "total_cost_cents": 3,
         "request_count": 2,
+        "unpriced_records": 0,
         "total_input_tokens": 200,
         "total_output_tokens": 100,
         "avg_cost_per_request_cents": 1.5,

@@ -126,6 +126,7 @@ def test_cost_example_from_spec_with_breakdowns(api_client, tenant):
         "requests": 3,
         "input_tokens": 300,
         "output_tokens": 150,
+        "unpriced_records": 0,
     }
     assert body["series"] == [
         {
@@ -134,6 +135,7 @@ def test_cost_example_from_spec_with_breakdowns(api_client, tenant):
             "requests": 2,
             "input_tokens": 200,
             "output_tokens": 100,
+            "unpriced_records": 0,
         },
         {
             "ts": "2026-02-11",
@@ -141,6 +143,7 @@ def test_cost_example_from_spec_with_breakdowns(api_client, tenant):
             "requests": 1,
             "input_tokens": 100,
             "output_tokens": 50,
+            "unpriced_records": 0,
         },
     ]
     assert body["by_model"] == [
@@ -150,6 +153,7 @@ def test_cost_example_from_spec_with_breakdowns(api_client, tenant):
             "requests": 2,
             "input_tokens": 200,
             "output_tokens": 100,
+            "unpriced_records": 0,
             "pct_of_total": 75.0,
         },
         {
@@ -158,6 +162,7 @@ def test_cost_example_from_spec_with_breakdowns(api_client, tenant):
             "requests": 1,
             "input_tokens": 100,
             "output_tokens": 50,
+            "unpriced_records": 0,
             "pct_of_total": 25.0,
         },
     ]
