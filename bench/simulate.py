@@ -1,28 +1,33 @@
 """Throughput and latency of POST /api/v1/costsim/simulate/ with the V2 sandbox on.
 
-Starts gunicorn with config/gunicorn.conf.py against DATABASE_URL (COSTSIM_V2_SANDBOX=true,
-so every request runs V1, the breaker check, V2, the comparison, the two breaker reports and
-one provenance INSERT), drives it with concurrent keep-alive clients (they reconnect when a
-sync worker closes the connection) on a realistic plan mix taken from the reference
-datasets, and prints requests/s, p50/p99 latency and the error count. The server runs as
-`make run` deploys it: the workers and threads of config/gunicorn.conf.py (WEB_CONCURRENCY,
-GUNICORN_THREADS, unless --workers/--threads say otherwise), its access log setting, and
-Prometheus in multiprocess mode.
+Starts the web server as `make run` does (config/webserver.py: granian by default, or
+gunicorn with config/gunicorn.conf.py; --server picks one) against DATABASE_URL
+(COSTSIM_V2_SANDBOX=true, so every request runs V1, the breaker check, V2, the comparison,
+the two breaker reports and one provenance INSERT), drives it with concurrent keep-alive
+clients (they reconnect when a server closes the connection, as gunicorn's sync workers do)
+on a realistic plan mix taken from the reference datasets, and prints requests/s, p50/p99
+latency and the error count. The server's workers and threads are its defaults
+(WEB_CONCURRENCY and WEB_THREADS or GUNICORN_THREADS, unless --workers/--threads say
+otherwise), access log off, Prometheus in multiprocess mode.
 
 Reference, measured in the same run on the same plans: the pure estimators in-process
 (estimate_v1 + estimate_v2 + compare, results serialised, one core). The ratio says how
 much of the pure engine speed survives HTTP, authentication, validation, the breaker and
 provenance. Reference and HTTP load alternate over --rounds, so a change of load on a
-shared machine lands on both. CPU per request is printed for gunicorn, for the PostgreSQL
-backends serving it and for the load generator, next to the whole host's busy CPU: on a
-busy host these are steadier than wall-clock figures, and they show where the two cores go.
+shared machine lands on both. CPU per request is printed for the web server, for the
+PostgreSQL backends serving it and for the load generator, next to the whole host's busy
+CPU: on a busy host these are steadier than wall-clock figures, and they show where the two
+cores go. The load generator writes each request as prepared bytes on a raw socket and
+reads the answer by its Content-Length, so it spends little of the two cores the server
+needs (a real deployment's clients are on other machines).
 
 The breaker drift threshold is raised to 1.0 for the server so drift reports never trip
 it: otherwise the run would measure the cheap "V2 disabled" path after the first trip.
 
     .venv/bin/python bench/simulate.py            # 4 rounds of 6 s at 16 clients
     .venv/bin/python bench/simulate.py --quick    # 2 rounds of 3 s, a smoke run
-    .venv/bin/python bench/simulate.py --threads 8 --workers 2   # gthread workers instead
+    .venv/bin/python bench/simulate.py --server gunicorn          # gunicorn, 5 sync workers
+    .venv/bin/python bench/simulate.py --server gunicorn --threads 8 --workers 2  # gthread
 """
 
 import argparse
@@ -51,6 +56,7 @@ sys.path.insert(0, str(BASE_DIR))
 
 BENCH_TENANT = "bench-simulate"
 GUNICORN_CONF = BASE_DIR / "config" / "gunicorn.conf.py"
+PYTHON = str(BASE_DIR / ".venv" / "bin" / "python")
 ENDPOINTS = {"simulate": "/api/v1/costsim/simulate/", "v1": "/api/v1/costsim/v1/simulate/"}
 # Bodies above this are left out of the mix: the 100 000-character prompt of the noise
 # dataset measures JSON parsing of 100 KB, not the simulation path.
@@ -159,7 +165,7 @@ def free_port() -> int:
 
 
 def server_env(args, port: int, metrics_dir: str | None) -> dict[str, str]:
-    """The environment gunicorn runs with."""
+    """The environment the web server runs with."""
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,
@@ -168,32 +174,35 @@ def server_env(args, port: int, metrics_dir: str | None) -> dict[str, str]:
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "COSTSIM_V2_SANDBOX": "true",
         "COSTSIM_DRIFT_THRESHOLD": "1.0",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_SERVER": args.server,
+        "WEB_BIND": f"127.0.0.1:{port}",
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "WEB_ACCESS_LOG", "GUNICORN_ACCESS_LOG"):
+        env.pop(name, None)
     if metrics_dir is not None:
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if args.workers is not None:
         env["WEB_CONCURRENCY"] = str(args.workers)
     if args.threads is not None:
-        env["GUNICORN_THREADS"] = str(args.threads)
+        env["GUNICORN_THREADS" if args.server == "gunicorn" else "WEB_THREADS"] = str(args.threads)
     if args.access_log:
-        # The server's stdout goes to /dev/null; "-" still formats and writes every line.
-        env["GUNICORN_ACCESS_LOG"] = "-"
+        # The server's output goes to a file nobody reads; every line is still formatted.
+        env["GUNICORN_ACCESS_LOG" if args.server == "gunicorn" else "WEB_ACCESS_LOG"] = "-"
     return env
 
 
 def start_server(args, env: dict[str, str]) -> subprocess.Popen:
-    port = int(env["GUNICORN_BIND"].rpartition(":")[2])
-    command = [str(BASE_DIR / ".venv" / "bin" / "gunicorn"), "-c", str(GUNICORN_CONF)]
-    # A file, not a pipe: nobody reads gunicorn's stderr while it runs, and a full pipe
+    from config.webserver import web_bind, web_command, web_environment
+
+    port = int(web_bind(env).rpartition(":")[2])
+    # A file, not a pipe: nobody reads the server's output while it runs, and a full pipe
     # would block the workers.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this function, like the server
     server = subprocess.Popen(
-        command,
+        web_command(PYTHON, env),
         cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
+        env=web_environment(env),
+        stdout=None if args.show_server_log else log,
         stderr=None if args.show_server_log else log,
         start_new_session=True,
     )
@@ -202,7 +211,7 @@ def start_server(args, env: dict[str, str]) -> subprocess.Popen:
         if server.poll() is not None:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-3000:]
-            raise SystemExit(f"gunicorn exited with {server.returncode}:\n{tail}")
+            raise SystemExit(f"{args.server} exited with {server.returncode}:\n{tail}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/api/health/")
@@ -211,7 +220,7 @@ def start_server(args, env: dict[str, str]) -> subprocess.Popen:
         except OSError:
             time.sleep(0.2)
     stop_server(server)
-    raise SystemExit("gunicorn did not answer /api/health/ within 60 s")
+    raise SystemExit(f"{args.server} did not answer /api/health/ within 60 s")
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -222,16 +231,88 @@ def stop_server(server: subprocess.Popen) -> None:
         os.killpg(server.pid, signal.SIGKILL)
 
 
+def _request_bytes(path: str, raw_key: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        f"Authorization: Api-Key {raw_key}\r\n"
+        "Content-Type: application/json\r\n"
+        "Accept: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode() + body
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 client connection on a raw socket.
+
+    Requests are prepared bytes; an answer is read by its Content-Length (or chunks), so the
+    load generator parses nothing it does not need. Reconnects after `Connection: close`.
+    """
+
+    def __init__(self, port: int):
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        self.buffer = b""
+
+    def exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(request)
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            body = self._chunked()
+        else:
+            length = int(headers.get(b"content-length", b"0"))
+            while len(self.buffer) < length:
+                self._fill()
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+        if headers.get(b"connection", b"").lower() == b"close":
+            self.close()
+        return status, body
+
+    def _chunked(self) -> bytes:
+        parts = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                self._fill()
+            size_line, _, self.buffer = self.buffer.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(self.buffer) < size + 2:
+                self._fill()
+            parts.append(self.buffer[:size])
+            self.buffer = self.buffer[size + 2 :]
+            if size == 0:
+                return b"".join(parts)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buffer += data
+
+
 def _client_process(port, path, raw_key, bodies, threads, start_at, stop_at, queue):
     """Run `threads` keep-alive clients until stop_at; put their latencies and counts."""
     import threading
 
-    headers = {
-        "Authorization": f"Api-Key {raw_key}",
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-    }
-    encoded = [json.dumps(body).encode() for body in bodies]
+    prepared = [_request_bytes(path, raw_key, json.dumps(body).encode()) for body in bodies]
     sandbox_path = ENDPOINTS["simulate"]
     results = []
 
@@ -240,29 +321,23 @@ def _client_process(port, path, raw_key, bodies, threads, start_at, stop_at, que
         errors = 0
         shadowed = 0  # answers with a V2 result: one provenance row each
         codes: dict[int, int] = {}
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn = _Connection(port)
         index = offset
         while time.time() < start_at:
             time.sleep(0.001)
         while time.time() < stop_at:
-            body = encoded[index % len(encoded)]
+            request = prepared[index % len(prepared)]
             index += 7  # a different stride per thread interleaves the mix
             began = time.perf_counter()
             try:
-                conn.request("POST", path, body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-                status = response.status
-                if response.getheader("Connection", "").lower() == "close":
-                    conn.close()
-            except (OSError, http.client.HTTPException):
+                status, payload = conn.exchange(request)
+            except (OSError, ValueError, IndexError):
                 conn.close()
-                status = 0
-                payload = b""
+                status, payload = 0, b""
             latencies.append(time.perf_counter() - began)
             # /v1/simulate/ answers the bare V1 result; the sandbox must have run V2.
             ok = status == 200 and (path != sandbox_path or b'"v2_error":null' in payload)
-            shadowed += ok
+            shadowed += ok and path == sandbox_path
             errors += not ok
             codes[status] = codes.get(status, 0) + 1
         conn.close()
@@ -288,7 +363,7 @@ def _client_process(port, path, raw_key, bodies, threads, start_at, stop_at, que
 
 
 def server_cpu_seconds(server: subprocess.Popen) -> float:
-    """User + system CPU of the gunicorn master and its workers so far."""
+    """User + system CPU of the web server's main process and its workers so far."""
     import psutil
 
     master = psutil.Process(server.pid)
@@ -309,7 +384,7 @@ def _cpu_seconds(processes) -> float:
 
 
 def database_backends() -> list:
-    """The PostgreSQL backends connected to the bench database (gunicorn's connections).
+    """The PostgreSQL backends connected to the bench database (the server's connections).
 
     Only readable when PostgreSQL runs on this host under a user whose processes this one
     may inspect; otherwise an empty list, and the figure is left out.
@@ -394,18 +469,25 @@ def drive(args, port: int, raw_key: str, bodies: list[dict], seconds: float) -> 
     }
 
 
-def describe_workers(env: dict[str, str]) -> str:
-    """What gunicorn runs: its configuration file evaluated with the server's environment."""
+def describe_workers(env: dict[str, str], server: str) -> str:
+    """What the server runs: its configuration evaluated with the server's environment."""
     import runpy
     from unittest import mock
 
+    from config.webserver import web_command
+
+    if server == "granian":
+        command = web_command(PYTHON, env)
+        workers = command[command.index("--workers") + 1]
+        threads = command[command.index("--blocking-threads") + 1]
+        return f"granian: {workers} workers x {threads} thread(s); access log off"
     with mock.patch.dict(os.environ, env, clear=True):
         conf = runpy.run_path(str(GUNICORN_CONF))
     if conf["worker_class"] == "gthread":
         workers = f"{conf['workers']} gthread workers x {conf['threads']} threads"
     else:
         workers = f"{conf['workers']} {conf['worker_class']} workers"
-    return f"{workers}; access log {'on' if conf['accesslog'] else 'off'}"
+    return f"gunicorn: {workers}; access log {'on' if conf['accesslog'] else 'off'}"
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -426,17 +508,15 @@ def main() -> None:
     # that wait to the latencies it measures.
     parser.add_argument("--client-processes", type=int, default=4, help="load processes")
     parser.add_argument(
-        "--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py)"
+        "--workers", type=int, default=None, help="server workers (default: the server's)"
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="threads per worker, 1 = sync workers (default: gunicorn.conf.py)",
+        help="threads per worker; gunicorn: 1 = sync workers (default: the server's)",
     )
-    parser.add_argument(
-        "--access-log", action="store_true", help="turn gunicorn's access log on (to /dev/null)"
-    )
+    parser.add_argument("--access-log", action="store_true", help="turn the server's access log on")
     parser.add_argument(
         "--no-multiprocess-metrics",
         action="store_true",
@@ -453,7 +533,13 @@ def main() -> None:
         choices=sorted(ENDPOINTS),
         help="simulate (V1 + V2 shadow + provenance) or v1 (V1 only, no database work)",
     )
-    parser.add_argument("--show-server-log", action="store_true", help="gunicorn stderr")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("WEB_SERVER") or "granian",
+        choices=["granian", "gunicorn"],
+        help="web server (default: $WEB_SERVER or granian, as make run)",
+    )
+    parser.add_argument("--show-server-log", action="store_true", help="server output")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.reference_seconds, args.warmup = 2, 3.0, 1.0, 1.0
@@ -474,7 +560,7 @@ def main() -> None:
     rounds = []
     try:
         print(
-            f"gunicorn: {describe_workers(env)}; metrics "
+            f"{describe_workers(env, args.server)}; metrics "
             f"{'single-process' if metrics_dir is None else 'multiprocess'}; "
             f"{args.clients} clients in {args.client_processes} processes on "
             f"{ENDPOINTS[args.endpoint]}; "
@@ -534,14 +620,14 @@ def main() -> None:
     )
     print(f"errors (non-200 or v2_error set): {errors}")
     print(
-        f"gunicorn CPU per request: {cpu_ms:.2f} ms "
+        f"server CPU per request: {cpu_ms:.2f} ms "
         f"(so {os.cpu_count()} cores serve at most {1000 * (os.cpu_count() or 1) / cpu_ms:,.0f}/s "
         "with nothing else running)"
     )
     host_ms = per_request_ms("host_cpu")
     known = cpu_ms + per_request_ms("db_cpu") + per_request_ms("client_cpu")
     print(
-        f"CPU per request: gunicorn {cpu_ms:.2f} ms, PostgreSQL backends "
+        f"CPU per request: server {cpu_ms:.2f} ms, PostgreSQL backends "
         f"{per_request_ms('db_cpu'):.2f} ms, load generator {per_request_ms('client_cpu'):.2f} ms; "
         f"whole host {host_ms:.2f} ms busy (other processes {max(host_ms - known, 0):.2f} ms), "
         f"{per_request_ms('steal'):.2f} ms stolen by the hypervisor"

@@ -1,4 +1,5 @@
-"""gunicorn settings: `gunicorn -c config/gunicorn.conf.py`.
+"""gunicorn settings: `gunicorn -c config/gunicorn.conf.py` (WEB_SERVER=gunicorn; granian is
+the default web server, config/webserver.py).
 
 GUNICORN_BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (workers, default 5),
 GUNICORN_THREADS (threads per worker, default 1 = sync workers; more selects gthread),
@@ -17,10 +18,11 @@ import os
 
 wsgi_app = "config.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "5"))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Empty counts as unset, as in .env.example.
+workers = int(os.environ.get("WEB_CONCURRENCY") or "5")
+threads = int(os.environ.get("GUNICORN_THREADS") or "1")
 worker_class = "gthread" if threads > 1 else "sync"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or "30")
 # One formatted line per request costs several percent of a worker's CPU; request counts
 # and latencies are in the django-prometheus metrics.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None

@@ -4,21 +4,22 @@
 there is none, resolves the database once (starting the embedded PostgreSQL when
 DATABASE_URL is unset) and hands the URL to every child, empties the Prometheus
 multiprocess directory, migrates, seeds the demo tenant, creates the `admin` operator
-(password printed once), then starts gunicorn, a Celery worker and Celery beat. Once the
+(password printed once), then starts the web server (granian, or gunicorn with
+WEB_SERVER=gunicorn; config/webserver.py), a Celery worker and Celery beat. Once the
 web server answers and the worker and beat are up, it prints one summary (URLs, the demo
 API key and the admin login, or how to get new ones) as the last start-up output.
 
-The console stays readable: gunicorn and beat log warnings and errors only, the worker
-logs at INFO without Celery's lines about the alert outbox that runs every 10 s
-(config/celery.py, RoutineTaskFilter). GUNICORN_BIND (default 127.0.0.1:8000) moves the
-server to another address.
+The console stays readable: the web server and beat log warnings and errors only, the
+worker logs at INFO without Celery's lines about the alert outbox that runs every 10 s
+(config/celery.py, RoutineTaskFilter). WEB_BIND (or GUNICORN_BIND; default 127.0.0.1:8000)
+moves the server to another address.
 
 Ctrl-C (SIGINT) or SIGTERM stops every child, waits for them, and only then lets the
 embedded database stop. If one child dies, the others are stopped too and the exit
 status is non-zero.
 
 Options: --no-seed skips seed_demo; --runserver uses Django's development server instead
-of gunicorn (auto-reload, DEBUG-style static files when DJANGO_DEBUG is on).
+of the web server (auto-reload, DEBUG-style static files when DJANGO_DEBUG is on).
 """
 
 from __future__ import annotations
@@ -197,16 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed:
         return 1
 
-    bind = env.get("GUNICORN_BIND", "127.0.0.1:8000")
+    from config.webserver import web_bind, web_command, web_environment
+
+    bind = web_bind(env)
     if args.runserver:
         launcher.spawn("web", [*manage, "runserver", bind], env)
     else:
-        gunicorn_conf = str(BASE_DIR / "config" / "gunicorn.conf.py")
-        launcher.spawn(
-            "web",
-            [python, "-m", "gunicorn", "-c", gunicorn_conf, "--log-level", "warning"],
-            env,
-        )
+        try:
+            command = web_command(python, env)
+        except ValueError as exc:
+            print(f"[run] {exc}", flush=True)
+            launcher.stop_all()
+            return 1
+        launcher.spawn("web", command, web_environment(env))
     ready_dir = Path(tempfile.mkdtemp(prefix="costwise-run-"))
     env["COSTWISE_READY_DIR"] = str(ready_dir)
     # --quiet drops the banners; a start-up problem is still logged as an error.
@@ -316,7 +320,7 @@ def operator_login_from(lines: list[str]) -> str | None:
 
 
 def base_url(bind: str) -> str:
-    """The URL a browser on this machine opens for a gunicorn/runserver `host:port`."""
+    """The URL a browser on this machine opens for the web server's `host:port`."""
     host, _, port = bind.rpartition(":")
     if host in ("", "0.0.0.0", "[::]", "::"):
         host = "127.0.0.1"

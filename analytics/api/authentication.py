@@ -77,6 +77,25 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request) -> str:
         return KEYWORD
 
+    def defer_generation_check(self, request, generation: int | None) -> bool:
+        """True when the view checks the cached key's `generation` itself, later in the
+        request and before it writes or reports anything; then no statement runs here.
+
+        A view that accepts must compare the generation in its first statement and call
+        `recheck` when it moved. None here: every request checks it now.
+        """
+        return False
+
+    def recheck(self, request) -> tuple["ApiKeyPrincipal", ApiKey]:
+        """Look the request's key up again, ignoring this process's cache; raise
+        AuthenticationFailed when it is no longer usable."""
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        _usable_keys.pop(ApiKey.hash_key(header.partition(" ")[2].strip()), None)
+        authenticated = self.authenticate(request)
+        if authenticated is None:
+            raise exceptions.AuthenticationFailed("Invalid, revoked or inactive API key.")
+        return authenticated
+
     def read_generation(self, cursor, request) -> int | None:
         """The key generation now. Called on each request that presents a key this process
         has cached (not when the key has to be looked up); a subclass may read what its view
@@ -90,18 +109,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         tenant; records last_used_at at most once per LAST_USED_RESOLUTION per key and
         process."""
         cached = _usable_keys.get(key_hash)
-        with connection.cursor() as cursor:
-            if cached is not None and self.read_generation(cursor, request) != cached[0]:
-                cached = None
-            if cached is None:
-                cached = _key_lookup(cursor, key_hash)
+        if cached is None or not self.defer_generation_check(request, cached[0]):
+            with connection.cursor() as cursor:
+                if cached is not None and self.read_generation(cursor, request) != cached[0]:
+                    cached = None
                 if cached is None:
-                    _usable_keys.pop(key_hash, None)
-                    return None
-                if len(_usable_keys) >= KEY_CACHE_MAX_ENTRIES:
-                    # Many distinct keys in one process is rare; starting over bounds memory.
-                    _usable_keys.clear()
-                _usable_keys[key_hash] = cached
+                    cached = _key_lookup(cursor, key_hash)
+                    if cached is None:
+                        _usable_keys.pop(key_hash, None)
+                        return None
+                    if len(_usable_keys) >= KEY_CACHE_MAX_ENTRIES:
+                        # Many distinct keys in one process is rare; starting over bounds
+                        # memory.
+                        _usable_keys.clear()
+                    _usable_keys[key_hash] = cached
         api_key = cached[1]
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:

@@ -1,15 +1,17 @@
-"""Budget spend, usage and burn-down ETA (spec analytics §5).
+"""Budget spend, reservations, usage and burn-down ETA.
 
-Shared by the budget status endpoint and the budget rules of anomaly detection, so both
-report the same numbers for the same instant.
+Shared by the budget status endpoint, the reserve check and the budget rules of anomaly
+detection, so all three report the same spend for the same instant.
 """
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db.models import F, Q, QuerySet, Sum, Window
 from django.db.models.expressions import RowRange
 
+from analytics.db import read_connection
 from analytics.models import Budget, BudgetPeriod, BudgetType, CostRecord
 
 # Too little elapsed time makes the burn rate meaningless (one early request would predict
@@ -49,6 +51,143 @@ def budget_scope_filter(*, budget: Budget) -> Q:
     if budget.budget_type == BudgetType.USER:
         return Q(user_id=budget.entity_id)
     return Q()
+
+
+# The spend of budget `b` in its scope, as one LATERAL subquery: `spend.day_spend` and
+# `spend.month_spend`, exact Decimal cents of the records with `created_at` in
+# [day_start, until) and [month_start, until). The budget status, the reserve check and the
+# budget rules of detection all read spend through it, so they agree on what was spent.
+#
+# Hours that have a complete, non-stale hourly snapshot are read from its aggregate of the
+# budget's scope (one row per hour); the gaps between them, the current hour included, are
+# read from cost records, one index range scan per gap. Ingest marks a snapshot stale in the
+# transaction that adds a record to its hour, so both parts always add up to the sum of the
+# records, and a month costs at most ~744 aggregate rows plus the records of the open hours
+# instead of every record of the month. Hourly snapshots start on the hour, so a snapshot
+# counts for the day exactly when its period_start is on or after day_start.
+#
+# One record branch per budget type, each gated on `b.budget_type` (a one-time filter, so
+# only one runs), lets each scope use its own (tenant, scope, created_at) index.
+BUDGET_SPEND_LATERAL = """
+CROSS JOIN LATERAL (
+    WITH cover AS (
+        SELECT s.id, s.period_start, s.period_end
+        FROM analytics_costsnapshot s
+        WHERE s.tenant_id = b.tenant_id AND s.snapshot_type = 'hourly'
+          AND s.status = 'complete' AND NOT s.is_stale
+          AND s.period_start >= %(month_start)s AND s.period_end <= %(until)s
+    ),
+    gaps AS (
+        SELECT lo, hi FROM (
+            SELECT COALESCE(lag(period_end) OVER (ORDER BY period_start), %(month_start)s)
+                       AS lo,
+                   period_start AS hi
+            FROM cover
+            UNION ALL
+            SELECT COALESCE(max(period_end), %(month_start)s), %(until)s FROM cover
+        ) g
+        WHERE lo < hi
+    ),
+    parts AS (
+        SELECT a.total_cost_cents AS cents, c.period_start AS at, a.unpriced_records AS unpriced
+        FROM cover c
+        JOIN analytics_snapshotaggregate a
+          ON a.snapshot_id = c.id AND a.entity_type = b.budget_type
+         AND (a.entity_id = b.entity_id OR (a.entity_id IS NULL AND b.entity_id IS NULL))
+        UNION ALL
+        SELECT r.cost_cents, r.created_at, (r.cost_cents IS NULL)::int
+        FROM gaps g
+        CROSS JOIN LATERAL (
+            SELECT cost_cents, created_at FROM analytics_costrecord
+            WHERE b.budget_type = 'tenant' AND tenant_id = b.tenant_id
+              AND created_at >= g.lo AND created_at < g.hi
+            UNION ALL
+            SELECT cost_cents, created_at FROM analytics_costrecord
+            WHERE b.budget_type = 'feature' AND tenant_id = b.tenant_id
+              AND feature_tag = b.entity_id AND created_at >= g.lo AND created_at < g.hi
+            UNION ALL
+            SELECT cost_cents, created_at FROM analytics_costrecord
+            WHERE b.budget_type = 'user' AND tenant_id = b.tenant_id
+              AND user_id = b.entity_id AND created_at >= g.lo AND created_at < g.hi
+        ) r
+    )
+    SELECT COALESCE(SUM(cents) FILTER (WHERE at >= %(day_start)s), 0) AS day_spend,
+           COALESCE(SUM(cents), 0) AS month_spend,
+           -- records without a cost (unknown model): left out of the spend, counted here
+           COALESCE(SUM(unpriced) FILTER (WHERE at >= %(day_start)s), 0) AS day_unpriced,
+           COALESCE(SUM(unpriced), 0) AS month_unpriced
+    FROM parts
+) spend"""
+
+# The cents held by open reservations in the scope of budget `b` at %(until)s, as one
+# LATERAL subquery: `held.reserved_cents`. A reservation holds budget while it is open,
+# unexpired and no cost record carries its request_id or run_id yet (once one does, the
+# records' cost is in the spend instead). The expiry job writes those outcomes later; this
+# reads them as they are, so a reservation is never counted as both held and spent.
+# Reservations are not limited to the current period: the spend they stand for has not
+# happened yet, so it lands in the current period or a later one.
+BUDGET_HELD_LATERAL = """
+CROSS JOIN LATERAL (
+    SELECT COALESCE(SUM(v.amount_cents), 0) AS reserved_cents
+    FROM analytics_budgetreservation v
+    WHERE v.tenant_id = b.tenant_id AND v.status = 'open' AND v.expires_at > %(until)s
+      AND CASE b.budget_type
+              WHEN 'feature' THEN v.feature_tag = b.entity_id
+              WHEN 'user' THEN v.user_id = b.entity_id
+              ELSE TRUE
+          END
+      AND NOT EXISTS (
+          SELECT 1 FROM analytics_costrecord c
+          WHERE c.tenant_id = v.tenant_id AND c.request_id = v.request_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM analytics_costrecord c
+          WHERE c.tenant_id = v.tenant_id AND c.run_id = v.run_id)
+) held"""
+
+_BUDGETS_SPEND_SQL = f"""
+SELECT b.id, spend.day_spend, spend.month_spend, held.reserved_cents, spend.day_unpriced,
+       spend.month_unpriced
+FROM analytics_budget b
+{BUDGET_SPEND_LATERAL}
+{BUDGET_HELD_LATERAL}
+WHERE b.id = ANY(%(ids)s)
+"""
+
+
+class BudgetUsage(NamedTuple):
+    """What a budget has used at an instant: Decimal spend of its current UTC day and
+    month, and the integer cents its open reservations hold."""
+
+    day_spend: Decimal
+    month_spend: Decimal
+    reserved_cents: int
+    day_unpriced: int = 0
+    month_unpriced: int = 0
+
+    def spend(self, period: str) -> Decimal:
+        return self.day_spend if period == BudgetPeriod.DAILY else self.month_spend
+
+    def unpriced(self, period: str) -> int:
+        """Records of the period stored without a cost, which the spend leaves out."""
+        return self.day_unpriced if period == BudgetPeriod.DAILY else self.month_unpriced
+
+
+def budget_spend_params(*, at: datetime) -> dict:
+    """The parameters of BUDGET_SPEND_LATERAL and BUDGET_HELD_LATERAL for instant `at`."""
+    day_start, _ = budget_period_bounds(period=BudgetPeriod.DAILY, at=at)
+    month_start, _ = budget_period_bounds(period=BudgetPeriod.MONTHLY, at=at)
+    return {"day_start": day_start, "month_start": month_start, "until": at}
+
+
+def budgets_usage(*, budget_ids: list[int], at: datetime) -> dict[int, BudgetUsage]:
+    """Spend up to `at` in the current day and month, and reserved cents, of each budget;
+    one query whatever the number of budgets."""
+    if not budget_ids:
+        return {}
+    with read_connection().cursor() as cursor:
+        cursor.execute(_BUDGETS_SPEND_SQL, {**budget_spend_params(at=at), "ids": list(budget_ids)})
+        rows = cursor.fetchall()
+    return {row[0]: BudgetUsage(row[1], row[2], int(row[3]), row[4], row[5]) for row in rows}
 
 
 def budget_records(*, budget: Budget, start: datetime, end: datetime) -> QuerySet[CostRecord]:
@@ -98,8 +237,7 @@ def budget_period_status(*, budget: Budget, period: str, at: datetime) -> dict |
     limit = budget_limit(budget=budget, period=period)
     if limit is None:
         return None
-    period_start, period_end = budget_period_bounds(period=period, at=at)
-    spend = budget_spend(budget=budget, start=period_start, end=at)
+    spend = budgets_usage(budget_ids=[budget.pk], at=at)[budget.pk].spend(period)
     return {
         "spend_cents": spend,
         "limit_cents": limit,
@@ -108,6 +246,38 @@ def budget_period_status(*, budget: Budget, period: str, at: datetime) -> dict |
             budget=budget, period=period, at=at, spend=spend, limit=limit
         ),
     }
+
+
+def budget_status(*, budget: Budget, at: datetime) -> dict:
+    """The budget's current UTC day and month at `at`: `{"daily": ..., "monthly": ...}`,
+    each None without a limit, else `{spend_cents: Decimal, reserved_cents: int,
+    available_cents: Decimal, limit_cents: int, usage_pct: float,
+    eta_exhausted_at: datetime | None}`.
+
+    Spend covers `[period start, at)`; reserved is what open reservations hold;
+    available = limit − spend − reserved, negative once the period is over its limit.
+    `usage_pct` and the ETA are about spend alone. One query plus the ETA's.
+    """
+    usage = budgets_usage(budget_ids=[budget.pk], at=at)[budget.pk]
+    body: dict = {}
+    for period in (BudgetPeriod.DAILY, BudgetPeriod.MONTHLY):
+        limit = budget_limit(budget=budget, period=period)
+        if limit is None:
+            body[str(period)] = None
+            continue
+        spend = usage.spend(period)
+        body[str(period)] = {
+            "spend_cents": spend,
+            "reserved_cents": usage.reserved_cents,
+            "available_cents": limit - spend - usage.reserved_cents,
+            "limit_cents": limit,
+            "usage_pct": round(float(spend) / limit * 100, 2),
+            "eta_exhausted_at": budget_period_eta(
+                budget=budget, period=period, at=at, spend=spend, limit=limit
+            ),
+            "unpriced_records": usage.unpriced(period),
+        }
+    return body
 
 
 def budget_period_eta(

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from django.db import connection
 
 from analytics.models import Budget, Tenant
+from analytics.selectors.budgets import BUDGET_SPEND_LATERAL
 
 
 def _fetch(sql: str, params) -> list[tuple]:
@@ -72,24 +73,15 @@ _KNOWN_EXHAUSTED_SQL = """
           AND a.metadata->>'eta_exhausted_at' IS NOT NULL
         ORDER BY a.anomaly_date LIMIT 1) AS {period}_exhausted_at"""
 
+# The spend is the budget status's and the reserve check's (BUDGET_SPEND_LATERAL), so the
+# three agree on what was spent.
 _BUDGET_SPEND_SQL = f"""
-SELECT b.*,
-       COALESCE(SUM(r.cost_cents) FILTER (WHERE r.created_at >= %(day_start)s), 0) AS day_spend,
-       COALESCE(SUM(r.cost_cents), 0) AS month_spend,
+SELECT b.*, spend.day_spend, spend.month_spend,
 {_KNOWN_EXHAUSTED_SQL.format(period="daily", first="day")},
 {_KNOWN_EXHAUSTED_SQL.format(period="monthly", first="month_first_day")}
 FROM analytics_budget b
-LEFT JOIN analytics_costrecord r
-  ON r.tenant_id = b.tenant_id
- AND r.created_at >= %(month_start)s
- AND r.created_at < %(until)s
- AND CASE b.budget_type
-         WHEN 'feature' THEN r.feature_tag = b.entity_id
-         WHEN 'user' THEN r.user_id = b.entity_id
-         ELSE TRUE
-     END
+{BUDGET_SPEND_LATERAL}
 WHERE b.tenant_id = %(tenant_id)s AND b.is_active
-GROUP BY b.id
 ORDER BY b.id
 """
 

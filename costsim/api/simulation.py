@@ -1,7 +1,5 @@
 """Simulation, status and provenance endpoints (spec/api.md §5)."""
 
-from functools import cache
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, viewsets
@@ -11,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.api.authentication import API_KEY_GENERATION_SQL, ApiKeyAuthentication
+from analytics.api.authentication import ApiKeyAuthentication
 from analytics.api.fields import format_datetime
 from analytics.api.permissions import IsAuthenticatedCaller, request_tenant
 from analytics.api.viewsets import TenantScopedMixin
@@ -27,15 +25,15 @@ from costsim.api.serializers import (
     V1ResultSerializer,
     parse_simulation_body,
 )
-from costsim.models import BREAKER_NAME
-from costsim.selectors import (
-    BreakerSnapshot,
-    circuit_breaker_snapshot_sql,
-    provenance_drift_stats,
-    provenance_list,
-)
+from costsim.selectors import provenance_drift_stats, provenance_list
 from costsim.services import breaker
-from costsim.services.sandbox import simulate, simulate_v1, simulate_v2_explicit
+from costsim.services.sandbox import (
+    KeyGenerationChanged,
+    generation_and_breaker_read,
+    simulate,
+    simulate_v1,
+    simulate_v2_explicit,
+)
 
 # A research agent's plan: fetch, summarise twice, extract, store. Every skill is one the
 # estimators price, and the allowlist covers them, so the example is feasible.
@@ -72,34 +70,36 @@ class _SimulationView(APIView):
     every endpoint (analytics.api.authentication checks the key generation per request)."""
 
 
-@cache
-def _generation_and_breaker_sql() -> str:
-    # The breaker's own SELECT with the generation as a first column: the cheapest form for
-    # the planner (a join with the breaker row cost PostgreSQL twice as much).
-    columns_and_rest = circuit_breaker_snapshot_sql().removeprefix("SELECT ")
-    return f"SELECT ({API_KEY_GENERATION_SQL}), {columns_and_rest}"
-
-
 class ShadowedSimulationAuthentication(ApiKeyAuthentication):
-    """ApiKeyAuthentication that reads the circuit breaker in the statement checking the key
-    generation, and leaves the reading on the request as `breaker_seen`.
+    """ApiKeyAuthentication that leaves the key generation check to the simulation when it
+    can make it in a statement of its own, or reads the breaker with it.
 
     A shadowed simulation needs both, so the request makes one round trip for them instead
-    of two; on the 2-core host that round trip was about 3 % of the endpoint's throughput
-    (docs/performance.md). The reading is taken within the request, which is what the
-    breaker's check asks of it. There is none when the key had to be looked up; the
-    sandbox then reads the breaker itself.
+    of two. When the sandbox is on and this process last saw the breaker steady, a cached
+    key's generation is not read here at all: `simulate` checks it in the statement that
+    writes the provenance row (`request.key_generation` carries the value to check), and the
+    view checks the key again when it moved. Otherwise the breaker row is read in the
+    statement checking the generation and left on the request as `breaker_seen`. There is
+    no such reading when the key had to be looked up; the sandbox then reads the breaker
+    itself.
     """
 
+    def defer_generation_check(self, request, generation: int | None) -> bool:
+        if generation is None or not settings.COSTSIM_V2_SANDBOX:
+            return False
+        if not breaker.breaker_probably_steady():
+            return False
+        request.key_generation = generation
+        return True
+
     def read_generation(self, cursor, request) -> int | None:
-        cursor.execute(_generation_and_breaker_sql(), [BREAKER_NAME])
-        row = cursor.fetchone()
-        if row is None:
+        read = generation_and_breaker_read()
+        if read is None:
             # No breaker row yet: the sandbox's own check creates it.
             request.breaker_seen = None
             return super().read_generation(cursor, request)
-        request.breaker_seen = BreakerSnapshot(*row[1:])
-        return row[0]
+        generation, request.breaker_seen = read
+        return generation
 
 
 class SimulateView(_SimulationView):
@@ -116,15 +116,25 @@ class SimulateView(_SimulationView):
     )
     def post(self, request: Request) -> Response:
         body = parse_simulation_body(request.data)
-        result = simulate(
-            tenant=request_tenant(request),
-            plan=body.plan,
-            budget_cents=body.budget_cents,
-            allowed_skills=body.allowed_skills,
-            run_id=body.run_id,
-            raw_plan=body.raw_plan,
-            breaker_seen=getattr(request, "breaker_seen", None),
-        )
+        arguments = {
+            "plan": body.plan,
+            "budget_cents": body.budget_cents,
+            "allowed_skills": body.allowed_skills,
+            "run_id": body.run_id,
+            "raw_plan": body.raw_plan,
+        }
+        try:
+            result = simulate(
+                tenant=request_tenant(request),
+                breaker_seen=getattr(request, "breaker_seen", None),
+                key_generation=getattr(request, "key_generation", None),
+                **arguments,
+            )
+        except KeyGenerationChanged:
+            # A key or tenant changed since this process cached the caller's key: look it
+            # up again (AuthenticationFailed, a 401, when it is no longer usable).
+            request.user, request.auth = ShadowedSimulationAuthentication().recheck(request)
+            result = simulate(tenant=request_tenant(request), **arguments)
         return Response(result)
 
 

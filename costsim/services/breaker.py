@@ -24,6 +24,13 @@ whole deployment at about 290 such transactions per second on the 2-core host, w
 the number of workers; in steady state (closed, no streak, drift within the threshold)
 both reports are now free after the check's read.
 
+The steady state (closed, both streaks at zero) has a fast path of its own: a shadowed
+simulation that expects it writes its provenance row in a statement that re-reads the row
+and inserts only while the breaker is still steady (`STEADY_SQL`). Each process keeps the
+last reading it took (`breaker_remember`) only to guess whether that path applies; the guess
+never decides anything, so a stale one costs a request its fast path, never its
+correctness.
+
 Metrics are counted on commit, so a rolled-back trip is never reported as one.
 """
 
@@ -132,6 +139,43 @@ def breaker_check(*, seen: BreakerSnapshot | None = None) -> BreakerSnapshot:
         # None: someone else changed the row meanwhile; whatever they did is the state now.
         seen = circuit_breaker_snapshot_of(closed if closed is not None else breaker_get())
     return seen
+
+
+# The steady state in SQL, over the columns of circuit_breaker_snapshot_sql: the same test
+# as breaker_is_steady.
+STEADY_SQL = "NOT disabled AND consecutive_failures = 0 AND consecutive_schema_errors = 0"
+
+# The last reading this process took on the simulate path; None until the first one.
+_last_seen: BreakerSnapshot | None = None
+
+
+def breaker_is_steady(seen: BreakerSnapshot | None) -> bool:
+    """True when `seen` is a closed breaker with no failure or schema-error streak.
+
+    In that state a drift within COSTSIM_DRIFT_THRESHOLD and a success are reports that
+    cannot change the row (`breaker_report_drift`, `breaker_report_success` return at once).
+    """
+    return (
+        seen is not None
+        and not seen.disabled
+        and not seen.consecutive_failures
+        and not seen.consecutive_schema_errors
+    )
+
+
+def breaker_remember(seen: BreakerSnapshot | None) -> None:
+    """Keep `seen`, a reading of the row, as this process's guess for later requests."""
+    global _last_seen
+    _last_seen = seen
+
+
+def breaker_probably_steady() -> bool:
+    """This process's guess that the breaker is steady, from the last reading it kept.
+
+    A guess only: whoever acts on it must check the row again in the statement that acts
+    (the provenance write does, with STEADY_SQL).
+    """
+    return breaker_is_steady(_last_seen)
 
 
 def breaker_is_disabled() -> bool:

@@ -15,18 +15,27 @@ another service.
 """
 
 import logging
+from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 
+from analytics.api.authentication import API_KEY_GENERATION_SQL
 from analytics.models import Tenant
+from analytics.selectors.pricing import override_rules
 from costsim import metrics
-from costsim.models import BreakerIncident, ProvenanceSource
-from costsim.selectors import BreakerSnapshot
+from costsim.models import BREAKER_NAME, BreakerIncident, ProvenanceSource
+from costsim.selectors import BreakerSnapshot, circuit_breaker_snapshot_sql
 from costsim.services import breaker, estimators
 from costsim.services.drift import Comparison, compare
 from costsim.services.estimators import V1Result, V2Result
-from costsim.services.provenance import provenance_input_json, provenance_record
+from costsim.services.provenance import (
+    SteadyWrite,
+    provenance_input_json,
+    provenance_record,
+    provenance_record_if_steady,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +90,14 @@ def simulate_v1(
     )
 
 
+class KeyGenerationChanged(Exception):
+    """The API key generation moved since the caller's key was cached; nothing was written.
+
+    The caller checks the key again (it may have been revoked) and, if it is still usable,
+    simulates again without `key_generation`.
+    """
+
+
 def simulate(
     *,
     tenant: Tenant,
@@ -90,6 +107,7 @@ def simulate(
     run_id: str | None,
     raw_plan: list[Any] | None = None,
     breaker_seen: BreakerSnapshot | None = None,
+    key_generation: int | None = None,
 ) -> dict[str, Any]:
     """Run V1, and V2 in shadow when the sandbox is on and the breaker closed.
 
@@ -98,6 +116,17 @@ def simulate(
     result or comparison exists is still returned. `raw_plan` is the plan as the client
     sent it (defaults to `plan`); provenance hashes that one. `breaker_seen` is a reading of
     the breaker row taken earlier in the same request, used instead of reading it again.
+
+    `key_generation` is the API key generation under which the caller's key was cached and
+    not yet checked in this request. The first statement reads the generation with
+    whatever else it reads, and raises KeyGenerationChanged, before anything is written or
+    reported, when it moved.
+
+    When the breaker was steady at this process's last reading (breaker.breaker_probably_
+    steady) and V2's result is one whose reports change nothing, the check, both reports
+    and the provenance row are one statement (provenance_record_if_steady), which writes
+    only if the breaker is still steady. Otherwise, or when that statement found the
+    breaker changed, the check, the reports and the INSERT run one after the other.
     """
     v1 = estimators.estimate_v1(plan, budget_cents=budget_cents, allowed_skills=allowed_skills)
     response: dict[str, Any] = {
@@ -108,28 +137,66 @@ def simulate(
         "v2_error": None,
     }
     if not settings.COSTSIM_V2_SANDBOX:
+        if key_generation is not None:
+            _check_key_generation(key_generation)
         return response
+    raw_plan = plan if raw_plan is None else raw_plan
+    shadow = _Shadow(tenant=tenant, run_id=run_id)
+    have_reading = breaker_seen is not None
+    if not have_reading and breaker.breaker_probably_steady():
+        shadow.estimate(plan=plan, v1=v1, budget_cents=budget_cents, allowed_skills=allowed_skills)
+        if shadow.reports_change_nothing() and settings.COSTSIM_PROVENANCE_ENABLED:
+            try:
+                written = shadow.record_if_steady(
+                    v1=v1,
+                    raw_plan=raw_plan,
+                    budget_cents=budget_cents,
+                    allowed_skills=allowed_skills,
+                    key_generation=key_generation,
+                )
+            except Exception as exc:
+                # As a failed check: the breaker state is unknown, so V2 is not reported.
+                logger.exception("Circuit breaker check failed; V2 shadow skipped")
+                response["sandbox_enabled"] = True
+                response["v2_error"] = str(exc) or type(exc).__name__
+                return response
+            if written.breaker is not None:
+                breaker.breaker_remember(written.breaker)
+                if key_generation is not None and written.key_generation != key_generation:
+                    raise KeyGenerationChanged
+                key_generation = None
+                have_reading = True
+            breaker_seen = written.breaker
+            if written.row_id is not None:
+                response["sandbox_enabled"] = True
+                shadow.fill(response)
+                return response
     try:
+        if not have_reading:
+            breaker_seen = _breaker_reading(key_generation)
         seen = breaker.breaker_check(seen=breaker_seen)
+    except KeyGenerationChanged:
+        raise
     except Exception as exc:
         # The breaker state is unknown, so V2 stays off for this request.
         logger.exception("Circuit breaker check failed; V2 shadow skipped")
         response["sandbox_enabled"] = True
         response["v2_error"] = str(exc) or type(exc).__name__
         return response
+    breaker.breaker_remember(seen)
     if seen.disabled:
         response["v2_error"] = V2_DISABLED_MESSAGE
         return response
 
     response["sandbox_enabled"] = True
-    shadow = _Shadow(tenant=tenant, run_id=run_id, seen=seen)
+    shadow.seen = seen
     try:
         shadow.run(
             v1=v1,
             plan=plan,
             budget_cents=budget_cents,
             allowed_skills=allowed_skills,
-            raw_plan=plan if raw_plan is None else raw_plan,
+            raw_plan=raw_plan,
         )
     except Exception as exc:
         logger.exception("V2 shadow step failed (tenant %s)", tenant.slug)
@@ -137,12 +204,57 @@ def simulate(
     else:
         if shadow.incident is not None:
             response["v2_error"] = TRIPPED_MESSAGE.format(reason=shadow.incident.reason)
-    finally:
-        shadow.record_metrics()
-    response["v2"] = shadow.v2_output
-    if shadow.comparison is not None:
-        response["comparison"] = result_dict(shadow.comparison)
+    shadow.fill(response)
     return response
+
+
+def _breaker_reading(key_generation: int | None) -> BreakerSnapshot | None:
+    """With `key_generation`, the breaker row (None when missing) read in one statement with
+    the key generation, raising KeyGenerationChanged when it moved. Without, None: the
+    breaker's check reads the row itself."""
+    if key_generation is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_generation_and_breaker_sql(), [BREAKER_NAME])
+        row = cursor.fetchone()
+    if row is None:
+        # No breaker row (a flushed database): the generation on its own.
+        _check_key_generation(key_generation)
+        return None
+    if row[0] != key_generation:
+        raise KeyGenerationChanged
+    return BreakerSnapshot(*row[1:])
+
+
+def _check_key_generation(key_generation: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(API_KEY_GENERATION_SQL)
+        row = cursor.fetchone()
+    if row is None or row[0] != key_generation:
+        raise KeyGenerationChanged
+
+
+@cache
+def _generation_and_breaker_sql() -> str:
+    # The breaker's own SELECT with the generation as a first column: the cheapest form for
+    # the planner (a join with the breaker row cost PostgreSQL twice as much).
+    columns_and_rest = circuit_breaker_snapshot_sql().removeprefix("SELECT ")
+    return f"SELECT ({API_KEY_GENERATION_SQL}), {columns_and_rest}"
+
+
+def generation_and_breaker_read() -> tuple[int | None, BreakerSnapshot] | None:
+    """(API key generation, breaker row) in one statement, or None without a breaker row.
+
+    The breaker reading is kept as this process's guess (breaker_remember).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_generation_and_breaker_sql(), [BREAKER_NAME])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    seen = BreakerSnapshot(*row[1:])
+    breaker.breaker_remember(seen)
+    return row[0], seen
 
 
 def simulate_v2_explicit(
@@ -174,6 +286,12 @@ def simulate_v2_explicit(
     return {"v2": shadow.v2_output, "comparison": result_dict(shadow.comparison)}
 
 
+def _names_a_model(plan: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(step.get("params"), dict) and step["params"].get("model") for step in plan
+    )
+
+
 class _Shadow:
     """One V2 run against an existing V1 result; keeps what it got as far as it got."""
 
@@ -192,11 +310,75 @@ class _Shadow:
         self.run_id = run_id
         self.source = source
         self.report = report
+        self.estimated = False
+        self.error: Exception | None = None  # what estimate_v2 raised
         self.v2: V2Result | None = None
         self.v2_output: dict[str, Any] | None = None  # result_dict(v2), built once
         self.comparison: Comparison | None = None
         self.raised = False
         self.incident: BreakerIncident | None = None
+
+    def estimate(
+        self,
+        *,
+        plan: list[dict[str, Any]],
+        v1: V1Result,
+        budget_cents: int,
+        allowed_skills: list[str] | None,
+    ) -> None:
+        """V2 and the comparison; an exception of V2 is kept, not raised.
+
+        Reads the database only when a step names a model: the tenant's price overrides then
+        take part in its price, as they do at ingest.
+        """
+        self.estimated = True
+        try:
+            overrides = override_rules(tenant=self.tenant) if _names_a_model(plan) else ()
+            self.v2 = estimators.estimate_v2(
+                plan,
+                budget_cents=budget_cents,
+                allowed_skills=allowed_skills,
+                model_version=settings.COSTSIM_MODEL_VERSION,
+                adapter_version=settings.COSTSIM_ADAPTER_VERSION,
+                commit_sha=settings.GIT_COMMIT_SHA,
+                price_overrides=overrides,
+            )
+        except Exception as exc:
+            self.error = exc
+            return
+        self.v2_output = result_dict(self.v2)
+        self.comparison = compare(v1, self.v2)
+
+    def reports_change_nothing(self) -> bool:
+        """True when the estimate's reports leave a steady breaker as it is."""
+        return (
+            self.v2 is not None
+            and self.v2.status != SCHEMA_ERROR
+            and self.comparison.drift_score <= settings.COSTSIM_DRIFT_THRESHOLD
+        )
+
+    def record_if_steady(
+        self,
+        *,
+        v1: V1Result,
+        raw_plan: list[Any],
+        budget_cents: int,
+        allowed_skills: list[str] | None,
+        key_generation: int | None,
+    ) -> SteadyWrite:
+        return provenance_record_if_steady(
+            tenant=self.tenant,
+            run_id=self.run_id,
+            source=self.source,
+            input_json=provenance_input_json(
+                plan=raw_plan, budget_cents=budget_cents, allowed_skills=allowed_skills
+            ),
+            v1_result=v1,
+            v2_result=self.v2,
+            comparison=self.comparison,
+            v2_output=self.v2_output,
+            key_generation=key_generation,
+        )
 
     def run(
         self,
@@ -207,25 +389,19 @@ class _Shadow:
         allowed_skills: list[str] | None,
         raw_plan: list[Any],
     ) -> None:
-        """V2, comparison, breaker report, provenance, in that order; raises on failure."""
-        try:
-            self.v2 = estimators.estimate_v2(
-                plan,
-                budget_cents=budget_cents,
-                allowed_skills=allowed_skills,
-                model_version=settings.COSTSIM_MODEL_VERSION,
-                adapter_version=settings.COSTSIM_ADAPTER_VERSION,
-                commit_sha=settings.GIT_COMMIT_SHA,
+        """V2 and comparison (unless estimated already), breaker report, provenance, in that
+        order; raises on failure."""
+        if not self.estimated:
+            self.estimate(
+                plan=plan, v1=v1, budget_cents=budget_cents, allowed_skills=allowed_skills
             )
-        except Exception as exc:
+        if self.error is not None:
             self.raised = True
             if self.report:
                 self.incident = breaker.breaker_report_schema_error(
-                    details=self._details(error_type="exception", message=str(exc))
+                    details=self._details(error_type="exception", message=str(self.error))
                 )
-            raise
-        self.v2_output = result_dict(self.v2)
-        self.comparison = compare(v1, self.v2)
+            raise self.error
 
         if self.report:
             if self.v2.status == SCHEMA_ERROR:
@@ -262,6 +438,13 @@ class _Shadow:
                 comparison=self.comparison,
                 v2_output=self.v2_output,
             )
+
+    def fill(self, response: dict[str, Any]) -> None:
+        """Put what the run got into `response` and count it in metrics."""
+        self.record_metrics()
+        response["v2"] = self.v2_output
+        if self.comparison is not None:
+            response["comparison"] = result_dict(self.comparison)
 
     def _details(self, **values: Any) -> dict[str, Any]:
         return {"source": self.source, **values, "run_id": self.run_id}

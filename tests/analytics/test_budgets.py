@@ -324,15 +324,21 @@ def test_status_endpoint_renders_both_periods(api_client, tenant):
     assert response.json() == {
         "daily": {
             "spend_cents": 3,
+            "reserved_cents": 0,
+            "available_cents": 997,
             "limit_cents": 1000,
             "usage_pct": 0.3,
             "eta_exhausted_at": None,
+            "unpriced_records": 0,
         },
         "monthly": {
             "spend_cents": 3,
+            "reserved_cents": 0,
+            "available_cents": 0,
             "limit_cents": 3,
             "usage_pct": 100.0,
             "eta_exhausted_at": "2026-03-02T05:00:00Z",
+            "unpriced_records": 0,
         },
     }
 
@@ -359,7 +365,7 @@ def test_admin_pages_render_for_records_tags_and_budgets(client, staff_user, ten
     # then
     assert [page.status_code for page in pages] == [200] * 6
     assert b"model-a" in pages[1].content
-    assert b"daily: 50 of 100 cents (50.0%)" in pages[5].content
+    assert b"daily: $0.50 of $1.00 (50.0%)" in pages[5].content  # cents shown as dollars
 
 
 def test_admin_cannot_add_or_edit_cost_records(client, staff_user, tenant):

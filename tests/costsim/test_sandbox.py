@@ -37,6 +37,15 @@ def breaker_row(db):
     CircuitBreaker.objects.get_or_create(name=BREAKER_NAME)
 
 
+@pytest.fixture(autouse=True)
+def no_breaker_guess():
+    """Start and end without this process's guess of the breaker (breaker_remember), so a
+    test's path does not depend on the tests before it."""
+    breaker.breaker_remember(None)
+    yield
+    breaker.breaker_remember(None)
+
+
 @pytest.fixture
 def sandbox_on(settings):
     settings.COSTSIM_V2_SANDBOX = True

@@ -3,13 +3,15 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from analytics.hashing import short_hash
 from costsim.models import BREAKER_NAME, CircuitBreaker, Provenance
-from costsim.services import estimators
+from costsim.services import breaker, estimators
 from costsim.services.estimators import estimate_v1
 from tests.costsim.factories import BackfillProvenanceFactory, ProvenanceFactory
 from tests.factories import utc
@@ -38,6 +40,15 @@ MYSTERY_BODY = {"plan": [{"skill": "mystery"}], "budget_cents": 100}
 def breaker_row(db):
     """The breaker row of migration 0002; a transactional test elsewhere may have flushed it."""
     CircuitBreaker.objects.get_or_create(name=BREAKER_NAME)
+
+
+@pytest.fixture(autouse=True)
+def no_breaker_guess():
+    """Start and end without this process's guess of the breaker (breaker_remember), so a
+    test's path does not depend on the tests before it."""
+    breaker.breaker_remember(None)
+    yield
+    breaker.breaker_remember(None)
 
 
 @pytest.fixture
@@ -459,18 +470,39 @@ def test_revoked_key_is_refused_by_the_next_simulation(api_client, api_key):
     assert Provenance.objects.count() == 1  # only the V2 call made before the revocation
 
 
-def test_shadowed_simulation_reads_key_and_breaker_in_one_statement(
+def test_steady_shadowed_simulation_is_one_statement(
     api_client, sandbox_on, django_assert_num_queries
 ):
-    # given: a warm key (cached by this process, last_used_at fresh)
+    # given: a warm key (cached by this process, last_used_at fresh), a steady breaker
     assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
-    # when / then: key generation with the breaker row, then the provenance INSERT
-    with django_assert_num_queries(2) as captured:
+    # when / then: key generation, breaker row and provenance INSERT in one statement
+    with django_assert_num_queries(1) as captured:
         response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
     assert response.json()["v2_error"] is None
-    assert "analytics_apikey_generation" in captured.captured_queries[0]["sql"]
-    assert "costsim_circuitbreaker" in captured.captured_queries[0]["sql"]
+    sql = captured.captured_queries[0]["sql"]
+    assert "analytics_apikey_generation" in sql
+    assert "costsim_circuitbreaker" in sql
+    assert "INSERT INTO" in sql
     assert Provenance.objects.count() == 2
+
+
+def test_unsteady_breaker_reads_key_and_breaker_in_one_statement(api_client, sandbox_on):
+    # given: a warm key, and a breaker with a failure streak this process has seen
+    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+    CircuitBreaker.objects.filter(name=BREAKER_NAME).update(consecutive_failures=1)
+    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+    CircuitBreaker.objects.filter(name=BREAKER_NAME).update(consecutive_failures=1)
+    # when / then: key generation with the breaker row first, then the locked reset and a
+    # plain INSERT
+    with CaptureQueriesContext(connection) as captured:
+        response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
+    assert response.json()["v2_error"] is None
+    statements = [query["sql"] for query in captured.captured_queries]
+    assert "analytics_apikey_generation" in statements[0]
+    assert "costsim_circuitbreaker" in statements[0]
+    assert not any("INSERT" in sql for sql in statements[:-1])
+    assert statements[-1].startswith('INSERT INTO "costsim_provenance"')
+    assert CircuitBreaker.objects.get(name=BREAKER_NAME).consecutive_failures == 0
 
 
 def test_breaker_opened_between_two_requests_is_seen_by_the_second(api_client, sandbox_on):
