@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 
+from analytics.admin.display import json_table
 from feedback.models import PatternFeedback
 from feedback.services.patterns import feedbacks_acknowledge
 
@@ -42,7 +43,7 @@ class PatternFeedbackAdmin(admin.ModelAdmin):
         "provenance",
         "time_window_minutes",
         "threshold_used",
-        "metadata",
+        "metadata_table",
         "detected_at",
         "created_at",
         "updated_at",
@@ -51,6 +52,10 @@ class PatternFeedbackAdmin(admin.ModelAdmin):
         "acknowledged_by",
     )
     readonly_fields = fields
+
+    @admin.display(description="metadata")
+    def metadata_table(self, obj: PatternFeedback):
+        return json_table(obj.metadata)
 
     @admin.display(description="description")
     def short_description(self, obj: PatternFeedback) -> str:

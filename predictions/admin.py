@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from analytics.admin.display import json_table
 from predictions.models import Prediction
 
 HIGH_CONFIDENCE = 0.7
@@ -71,8 +72,8 @@ class PredictionAdmin(admin.ModelAdmin):
         "subject_type",
         "subject_id",
         "confidence_score",
-        "prediction_value",
-        "contributing_factors",
+        "prediction_table",
+        "factors_table",
         "notes",
         "is_advisory",
         "cycle_hour",
@@ -81,6 +82,14 @@ class PredictionAdmin(admin.ModelAdmin):
         "updated_at",
     )
     readonly_fields = fields
+
+    @admin.display(description="prediction")
+    def prediction_table(self, obj: Prediction):
+        return json_table(obj.prediction_value)
+
+    @admin.display(description="contributing factors")
+    def factors_table(self, obj: Prediction):
+        return json_table(obj.contributing_factors)
 
     @admin.display(boolean=True, description="valid")
     def valid(self, obj: Prediction) -> bool:

@@ -6,8 +6,6 @@ here obeys the same rules (a closed anomaly is never reopened) and records the o
 read-only.
 """
 
-import json
-
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_permission_codename
@@ -15,6 +13,14 @@ from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.html import format_html
 
+from analytics.admin.charts import ChartBucket, chart_svg, stacked_chart
+from analytics.admin.display import (
+    cost_records_url,
+    day_bounds,
+    json_table,
+    money_column,
+    runs_url,
+)
 from analytics.admin.triage import (
     BulkTriageActionsMixin,
     CloseLink,
@@ -41,9 +47,11 @@ from analytics.services.anomaly_lifecycle import (
     anomaly_acknowledge,
     anomaly_resolve,
 )
+from analytics.services.overview import baseline_band, baselines_by_day
 
 CLOSE_TEMPLATE = "admin/analytics/anomaly/close_selected.html"
 SERIES_DAYS = 14
+BASELINE_SCOPES = ("tenant", "user", "feature", "model")  # entity types with baselines
 SEVERITY_COLOURS = {
     Severity.LOW: "#5b8a72",
     Severity.MEDIUM: "#c99a2e",
@@ -174,37 +182,47 @@ class TriagedObjectAdminMixin(DetectionOutputMixin):
 
     @admin.display(description="metadata")
     def metadata_pretty(self, obj):
-        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
+        return json_table(obj.metadata)
 
 
-def daily_cost_chart(series, anomaly_day, width: int = 560, height: int = 120) -> dict:
-    """Bar geometry for the inline SVG chart of the daily cost around an anomaly."""
-    if not series:
-        return {"bars": [], "width": width, "height": height}
-    top = max(point.cents for point in series) or 1.0
-    slot = width / len(series)
-    bars = []
-    for index, point in enumerate(series):
-        bar_height = round(point.cents / top * (height - 4), 1)
-        bars.append(
-            {
-                "x": round(index * slot + 1, 1),
-                "y": round(height - bar_height, 1),
-                "width": round(max(slot - 2, 1), 1),
-                "height": bar_height,
-                "day": point.day,
-                "cents": point.cents,
-                "is_anomaly_day": point.day == anomaly_day,
-            }
+def anomaly_chart(anomaly: Anomaly, series: list, baselines: dict) -> dict:
+    """The daily spend of the anomaly's scope as bars, the anomaly's day highlighted, with the
+    scope's 7-day baseline of each day as the expected line and band; each day links to the
+    cost records behind it."""
+    if anomaly.entity_type in ("user", "feature", "model"):
+        scope_type, scope_id = anomaly.entity_type, anomaly.entity_id
+    else:
+        scope_type, scope_id = None, None
+    buckets = []
+    for point in series:
+        baseline = baselines.get(point.day)
+        start, end = day_bounds(point.day, point.day)
+        buckets.append(
+            ChartBucket(
+                start=point.day,
+                label=f"{point.day:%a %Y-%m-%d} ({point.requests} requests)",
+                segments=(("spend", point.cents),),
+                total=point.cents,
+                expected=baseline.avg_daily_cost_cents if baseline else None,
+                band=baseline_band(baseline) if baseline else None,
+                url=cost_records_url(
+                    tenant_id=anomaly.tenant_id,
+                    start=start,
+                    end=end,
+                    entity_type=scope_type,
+                    entity_id=scope_id,
+                ),
+                highlight=point.day == anomaly.anomaly_date,
+            )
         )
-    return {
-        "bars": bars,
-        "width": width,
-        "height": height,
-        "top": top,
-        "first_day": series[0].day,
-        "last_day": series[-1].day,
-    }
+    chart = stacked_chart(buckets, keys=["spend"], width=760, height=220)
+    chart["id"] = "anomaly-chart"
+    chart["svg"] = chart_svg(
+        chart,
+        label="Daily cost of this anomaly's scope as bars, its day highlighted, the 7-day "
+        "baseline as a dashed line and band",
+    )
+    return chart
 
 
 @admin.register(Anomaly)
@@ -269,8 +287,8 @@ class AnomalyAdmin(
             "Measurement",
             {
                 "fields": (
-                    ("current_value_cents", "expected_value_cents"),
-                    ("deviation_pct", "threshold_pct"),
+                    ("current_value", "expected_value"),
+                    ("deviation", "threshold_pct"),
                     ("breach_count", "derived_cause"),
                     ("snapshot", "budget"),
                     "incident_link",
@@ -301,9 +319,9 @@ class AnomalyAdmin(
         "entity_id",
         "anomaly_date",
         "budget_period",
-        "current_value_cents",
-        "expected_value_cents",
-        "deviation_pct",
+        "current_value",
+        "expected_value",
+        "deviation",
         "threshold_pct",
         "breach_count",
         "derived_cause",
@@ -322,6 +340,9 @@ class AnomalyAdmin(
         "feedback_at",
         "feedback_by",
     )
+
+    current_value = money_column("current_value_cents", "actual")
+    expected_value = money_column("expected_value_cents", "expected")
 
     # --- list columns ---
 
@@ -349,14 +370,41 @@ class AnomalyAdmin(
             series = anomaly_daily_series(
                 anomaly=anomaly, days_before=SERIES_DAYS, days_after=SERIES_DAYS
             )
+            entity_type = anomaly.entity_type
+            baselines = baselines_by_day(
+                tenant=anomaly.tenant,
+                days=[point.day for point in series],
+                entity_type=entity_type if entity_type in BASELINE_SCOPES else "tenant",
+                entity_id=anomaly.entity_id if entity_type in BASELINE_SCOPES else None,
+            )
+            start, end = day_bounds(anomaly.anomaly_date, anomaly.anomaly_date)
             extra_context.update(
                 anomaly=anomaly,
                 series=series,
-                chart=daily_cost_chart(series, anomaly.anomaly_date),
+                chart=anomaly_chart(anomaly, series, baselines),
                 contributors=[
-                    {**row, "share_pct": row["share"] * 100} for row in anomaly.contributors
+                    {
+                        **row,
+                        "share_pct": row["share"] * 100,
+                        "url": cost_records_url(
+                            tenant_id=anomaly.tenant_id,
+                            start=start,
+                            end=end,
+                            entity_type=row.get("dimension"),
+                            entity_id=row.get("key"),
+                        ),
+                    }
+                    for row in anomaly.contributors
                 ],
                 difference=anomaly.current_value_cents - anomaly.expected_value_cents,
+                day_records_url=cost_records_url(
+                    tenant_id=anomaly.tenant_id,
+                    start=start,
+                    end=end,
+                    entity_type=entity_type,
+                    entity_id=anomaly.entity_id,
+                ),
+                day_runs_url=runs_url(tenant_id=anomaly.tenant_id, start=start, end=end),
             )
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -385,8 +433,8 @@ class AnomalyEvaluationAdmin(ReadOnlyDetectionAdmin):
         "snapshot",
         "entity_type",
         "entity_id",
-        "current_value_cents",
-        "baseline_value_cents",
+        "current_value",
+        "baseline_value",
         "deviation_pct",
         "triggered",
         "severity",
@@ -398,6 +446,9 @@ class AnomalyEvaluationAdmin(ReadOnlyDetectionAdmin):
     date_hierarchy = "evaluated_at"
     ordering = ("-evaluated_at", "-id")
 
+    current_value = money_column("current_value_cents", "actual")
+    baseline_value = money_column("baseline_value_cents", "baseline")
+
 
 @admin.register(BreachHistory)
 class BreachHistoryAdmin(ReadOnlyDetectionAdmin):
@@ -408,8 +459,8 @@ class BreachHistoryAdmin(ReadOnlyDetectionAdmin):
         "entity_id",
         "breach_type",
         "deviation_pct",
-        "current_value_cents",
-        "baseline_value_cents",
+        "current_value",
+        "baseline_value",
         "updated_at",
     )
     list_filter = ("breach_type", "entity_type", "tenant")
@@ -417,6 +468,9 @@ class BreachHistoryAdmin(ReadOnlyDetectionAdmin):
     search_fields = ("entity_id", "tenant__slug")
     date_hierarchy = "breach_date"
     ordering = ("-breach_date", "-id")
+
+    current_value = money_column("current_value_cents", "actual")
+    baseline_value = money_column("baseline_value_cents", "baseline")
 
 
 @admin.register(DriftTracking)
@@ -428,8 +482,8 @@ class DriftTrackingAdmin(ReadOnlyDetectionAdmin):
         "is_active",
         "drift_days_count",
         "drift_pct",
-        "rolling_7d_avg_cents",
-        "baseline_avg_cents",
+        "rolling_7d_avg",
+        "baseline_avg",
         "first_drift_date",
         "last_check_date",
     )
@@ -437,3 +491,6 @@ class DriftTrackingAdmin(ReadOnlyDetectionAdmin):
     list_select_related = ("tenant",)
     search_fields = ("entity_id", "tenant__slug")
     ordering = ("tenant", "entity_type", "entity_id")
+
+    rolling_7d_avg = money_column("rolling_7d_avg_cents", "7-day average")
+    baseline_avg = money_column("baseline_avg_cents", "baseline average")

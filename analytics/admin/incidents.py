@@ -14,6 +14,8 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from analytics.admin.anomalies import NeedsAttentionFilter, TriagedObjectAdminMixin
+from analytics.admin.charts import nice_step
+from analytics.admin.display import cost_records_url, day_bounds, runs_url
 from analytics.admin.triage import (
     BulkTriageActionsMixin,
     CloseLink,
@@ -80,24 +82,20 @@ class IncidentCloseNotesForm(CloseNotesForm):
 # --- The chart -----------------------------------------------------------------------------
 
 
-def _nice_step(raw: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 x 10^k that is at least `raw` (> 0)."""
-    magnitude = 10 ** math.floor(math.log10(raw))
-    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-
-
 def incident_chart(
     days: list[IncidentDay],
     started_on: date,
     last_seen_on: date,
     *,
+    day_url=None,
     width: int = 680,
     height: int = 220,
 ) -> dict:
     """Geometry of the inline SVG chart: daily spend as bars, the expected spend as a line.
 
     The y axis runs from $0 to a round dollar amount above the largest value, with a labelled
-    gridline per step; the incident's days are shaded.
+    gridline per step; the incident's days are shaded. `day_url(day)`, when given, is where a
+    click on a day's bar leads (the records behind it).
     """
     left, right, top, bottom = 64, 8, 12, 24
     plot_width, plot_height = width - left - right, height - top - bottom
@@ -106,7 +104,7 @@ def incident_chart(
     if not days:
         return chart
     largest = max(max(d.actual_cents, d.expected_cents) for d in days)
-    step = _nice_step(max(largest, 4.0) / 4)  # cents; at least a cent per step
+    step = nice_step(max(largest, 4.0) / 4)  # cents; at least a cent per step
     ceiling = step * max(math.ceil(largest / step), 1)
     baseline = top + plot_height
     slot = plot_width / len(days)
@@ -135,6 +133,7 @@ def incident_chart(
                 "height": round(baseline - y_of(point.actual_cents), 1),
                 "in_window": started_on <= point.day <= last_seen_on,
                 "hover": hover,
+                "url": day_url(point.day) if day_url else "",
             }
         )
     first_window = next(i for i, d in enumerate(days) if d.day >= started_on)
@@ -297,6 +296,8 @@ class IncidentAdmin(
                 incident=incident, days_before=DAYS_BEFORE, days_after=DAYS_AFTER
             )
             members = incident.anomalies.defer("contributors").order_by("anomaly_date", "id")
+            window_start, window_end = day_bounds(incident.started_on, incident.last_seen_on)
+            scope_type = incident.entity_type if incident.entity_id is not None else None
             extra_context.update(
                 incident=incident,
                 numbers={
@@ -308,6 +309,13 @@ class IncidentAdmin(
                 root_causes=[
                     {
                         "entity": _entity_label(row["entity_type"], row["entity_id"]),
+                        "records_url": cost_records_url(
+                            tenant_id=incident.tenant_id,
+                            start=window_start,
+                            end=window_end,
+                            entity_type=row["entity_type"],
+                            entity_id=row["entity_id"],
+                        ),
                         "expected": dollars(row["expected_cents"]),
                         "actual": dollars(row["actual_cents"]),
                         "delta": dollars(row["delta_cents"]),
@@ -326,7 +334,26 @@ class IncidentAdmin(
                     }
                     for d in days
                 ],
-                chart=incident_chart(days, incident.started_on, incident.last_seen_on),
+                chart=incident_chart(
+                    days,
+                    incident.started_on,
+                    incident.last_seen_on,
+                    day_url=lambda day: cost_records_url(
+                        tenant_id=incident.tenant_id,
+                        start=day_bounds(day, day)[0],
+                        end=day_bounds(day, day)[1],
+                        entity_type=scope_type,
+                        entity_id=incident.entity_id,
+                    ),
+                ),
+                records_url=cost_records_url(
+                    tenant_id=incident.tenant_id,
+                    start=window_start,
+                    end=window_end,
+                    entity_type=scope_type,
+                    entity_id=incident.entity_id,
+                ),
+                runs_url=runs_url(tenant_id=incident.tenant_id, start=window_start, end=window_end),
                 members=[
                     {
                         "anomaly": anomaly,

@@ -10,16 +10,17 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Case, IntegerField, Prefetch, QuerySet, Value, When
 from django.utils import timezone
 
+from analytics.db import read_connection
 from analytics.models import (
     Anomaly,
     DetectionSettings,
     FeedbackLabel,
     Incident,
     PlannedActivity,
+    Severity,
     Tenant,
 )
 from analytics.services import expectation
@@ -124,7 +125,7 @@ def detection_monitors(
         "last_day": last_day,
         "lock_class": lock_class,
     }
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(_MONITORS_SQL, params)
         _, stored, plans, has_drift_tracking, has_budgets = cursor.fetchone()
     return Monitors(
@@ -150,7 +151,8 @@ WITH grouped AS (
                 ELSE 'tenant' END AS entity_type,
            COALESCE(user_id, feature_tag, model) AS entity_id,
            day,
-           SUM(cost_cents)::float8 AS cents,
+           -- unpriced records (NULL cost) count as 0
+           COALESCE(SUM(cost_cents), 0)::float8 AS cents,
            COUNT(*) AS records
     FROM (
         SELECT user_id, feature_tag, model, cost_cents,
@@ -218,7 +220,7 @@ def entity_daily_series(
     end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
     end = min(end, until) if until else end
     length = (last_day - first_day).days + 1
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(_ENTITY_SERIES_SQL, {"tenant_id": tenant_id, "start": start, "end": end})
         rows = cursor.fetchall()
     values: dict[Scope, list[float]] = {}
@@ -473,3 +475,28 @@ def incident_daily_series(
         IncidentDay(first + timedelta(days=index), spent, due)
         for index, (spent, due) in enumerate(zip(actual, expected, strict=True))
     ]
+
+
+# Most severe first; the ranks follow Severity's order from LOW up.
+SEVERITY_RANK = Case(
+    *(When(severity=value, then=Value(rank)) for rank, value in enumerate(Severity.values)),
+    output_field=IntegerField(),
+)
+
+
+def incidents_needing_attention(*, tenant: Tenant) -> QuerySet[Incident]:
+    """The tenant's open and acknowledged incidents, most severe first, then newest first."""
+    return (
+        Incident.objects.filter(tenant=tenant)
+        .unresolved()
+        .annotate(severity_rank=SEVERITY_RANK)
+        .order_by("-severity_rank", "-last_seen_on", "-opened_at", "-id")
+    )
+
+
+def incidents_touching(*, tenant: Tenant, first_day: date, last_day: date) -> QuerySet[Incident]:
+    """The tenant's incidents whose window [started_on, last_seen_on] meets [first_day, last_day],
+    oldest first."""
+    return Incident.objects.filter(
+        tenant=tenant, started_on__lte=last_day, last_seen_on__gte=first_day
+    ).order_by("started_on", "id")

@@ -4,12 +4,14 @@ from datetime import date, datetime, timedelta
 
 from django.db.models import Case, IntegerField, Prefetch, QuerySet, Value, When
 
+from analytics.db import read_connection
 from analytics.models import (
     Baseline,
     CostSnapshot,
     EntityType,
     SnapshotAggregate,
     SnapshotStatus,
+    SnapshotType,
     Tenant,
 )
 
@@ -89,3 +91,80 @@ def baseline_list(*, tenant: Tenant, window_days: int, as_of: date) -> QuerySet[
         .annotate(entity_order=ENTITY_ORDER)
         .order_by("entity_order", "entity_id")
     )
+
+
+def baselines_between(
+    *,
+    tenant: Tenant,
+    window_days: int,
+    first_day: date,
+    last_day: date,
+    entity_type: str = EntityType.TENANT,
+    entity_id: str | None = None,
+) -> list[Baseline]:
+    """One entity's baselines of one window with `as_of` in [first_day, last_day] and the
+    latest one before first_day, oldest first (a day without its own row uses that one)."""
+    rows = Baseline.objects.filter(
+        tenant=tenant, entity_type=entity_type, entity_id=entity_id, window_days=window_days
+    ).only("as_of", "avg_daily_cost_cents", "stddev_daily_cost_cents")
+    earlier = rows.filter(as_of__lt=first_day).order_by("-as_of").first()
+    inside = list(rows.filter(as_of__gte=first_day, as_of__lte=last_day).order_by("as_of"))
+    return ([earlier] if earlier else []) + inside
+
+
+def hourly_tenant_baselines(
+    *, tenant: Tenant, start: datetime, end: datetime
+) -> list[tuple[datetime, float | None, float | None]]:
+    """(hour, same-hour 7-day mean, same-hour 30-day mean) in cents of the tenant's complete
+    hourly snapshots in [start, end), oldest first; the means are None without history."""
+    return list(
+        SnapshotAggregate.objects.filter(
+            snapshot__tenant=tenant,
+            snapshot__snapshot_type=SnapshotType.HOURLY,
+            snapshot__status=SnapshotStatus.COMPLETE,
+            snapshot__period_start__gte=start,
+            snapshot__period_start__lt=end,
+            entity_type=EntityType.TENANT,
+        )
+        .order_by("snapshot__period_start")
+        .values_list("snapshot__period_start", "baseline_7d_avg_cents", "baseline_30d_avg_cents")
+    )
+
+
+# Per user, feature and model: spend over the window's complete daily snapshots against the
+# 7-day baseline each snapshot recorded for it (the mean of the seven days before that day).
+# A day without a baseline (the entity is new) expects nothing.
+_ENTITY_MOVERS_SQL = """
+SELECT entity_type, entity_id, actual, expected, days FROM (
+    SELECT a.entity_type, a.entity_id,
+           SUM(a.total_cost_cents)::float8 AS actual,
+           COALESCE(SUM(a.baseline_7d_avg_cents), 0)::float8 AS expected,
+           COUNT(*) AS days,
+           ROW_NUMBER() OVER (
+               PARTITION BY a.entity_type
+               ORDER BY SUM(a.total_cost_cents)::float8
+                        - COALESCE(SUM(a.baseline_7d_avg_cents), 0) DESC, a.entity_id
+           ) AS place
+    FROM analytics_costsnapshot s
+    JOIN analytics_snapshotaggregate a ON a.snapshot_id = s.id
+    WHERE s.tenant_id = %(tenant)s AND s.snapshot_type = 'daily' AND s.status = 'complete'
+      AND s.period_start >= %(start)s AND s.period_start < %(end)s
+      AND a.entity_type IN ('user', 'feature', 'model')
+    GROUP BY a.entity_type, a.entity_id
+) ranked
+WHERE place <= %(limit)s AND actual > expected
+ORDER BY entity_type, actual - expected DESC, entity_id
+"""
+
+
+def entity_movers(
+    *, tenant: Tenant, start: datetime, end: datetime, limit: int = 5
+) -> list[tuple[str, str, float, float, int]]:
+    """The users, features and models whose spend rose most above their 7-day baselines over
+    the daily snapshots with period_start in [start, end): up to `limit` of each type, as
+    (entity_type, entity_id, actual_cents, expected_cents, days), largest increase first."""
+    with read_connection().cursor() as cursor:
+        cursor.execute(
+            _ENTITY_MOVERS_SQL, {"tenant": tenant.pk, "start": start, "end": end, "limit": limit}
+        )
+        return cursor.fetchall()

@@ -1,3 +1,4 @@
-"""The CostSim operator console: provenance, and the breaker/outbox/canary safety net."""
+"""The CostSim operator console: provenance, the breaker/outbox/canary safety net, and the
+CostSim panel of the overview."""
 
-from costsim.admin import provenance, safety  # noqa: F401
+from costsim.admin import overview, provenance, safety  # noqa: F401

@@ -1,20 +1,18 @@
-"""Provenance in the operator console: read-only, filterable, payloads pretty-printed."""
+"""Provenance in the operator console: read-only, filterable, payloads shown as tables.
 
-import json
+Estimated costs are stored in cents and shown in dollars.
+"""
 
 from django.contrib import admin
-from django.utils.html import format_html
 
+from analytics.admin.display import json_table, money_column
 from costsim.models import Provenance
 
 
 def _pretty_json(value) -> str:
     if value is None:
         return "-"
-    return format_html(
-        '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
-        json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
-    )
+    return json_table(value)
 
 
 @admin.register(Provenance)
@@ -32,9 +30,9 @@ class ProvenanceAdmin(admin.ModelAdmin):
         "source",
         "verdict",
         "drift_score",
-        "v1_cost",
-        "v2_cost",
-        "cost_delta",
+        "v1_estimate",
+        "v2_estimate",
+        "delta",
         "input_hash",
         "run_id",
     )
@@ -64,7 +62,7 @@ class ProvenanceAdmin(admin.ModelAdmin):
             "Comparison",
             {
                 "fields": (
-                    ("v1_cost", "v2_cost", "cost_delta"),
+                    ("v1_estimate", "v2_estimate", "delta"),
                     ("drift_score", "verdict"),
                     ("v2_status", "runtime_ms"),
                 )
@@ -82,9 +80,9 @@ class ProvenanceAdmin(admin.ModelAdmin):
         "model_version",
         "adapter_version",
         "commit_sha",
-        "v1_cost",
-        "v2_cost",
-        "cost_delta",
+        "v1_estimate",
+        "v2_estimate",
+        "delta",
         "drift_score",
         "verdict",
         "v2_status",
@@ -94,6 +92,10 @@ class ProvenanceAdmin(admin.ModelAdmin):
         "output_hash",
         "output_pretty",
     )
+
+    v1_estimate = money_column("v1_cost", "V1 estimate")
+    v2_estimate = money_column("v2_cost", "V2 estimate")
+    delta = money_column("cost_delta", "V2 - V1")
 
     @admin.display(description="input JSON")
     def input_pretty(self, obj: Provenance) -> str:

@@ -10,8 +10,8 @@ from django.test import RequestFactory
 
 from analytics.admin.anomalies import (
     acknowledge_anomalies,
+    anomaly_chart,
     close_anomalies,
-    daily_cost_chart,
     label_anomalies,
 )
 from analytics.models import Anomaly, AnomalyStatus
@@ -198,8 +198,9 @@ def test_detail_page_shows_the_evidence(tenant, admin_client):
     assert anomaly.message in html
     assert "Retry loop" in html
     assert "model-a" in html and "80.0 %" in html
-    assert "150.00" in html and "100.00" in html  # actual and expected
-    assert html.count('class="anomaly-day"') == 1
+    assert 'id="anomaly-actual">$1.50<' in html  # cents shown as dollars
+    assert 'id="anomaly-expected">$1.00<' in html
+    assert html.count('class="bucket highlight"') == 1  # the anomaly's day
     assert 'id="anomaly-acknowledge"' in html
     assert len(response.context["series"]) == 29
 
@@ -292,10 +293,17 @@ def test_daily_series_is_zero_filled_and_scoped(tenant, other_tenant):
     ]
 
 
-def test_chart_marks_the_anomaly_day_and_scales_to_the_largest_bar():
+def test_chart_marks_the_anomaly_day_and_scales_to_the_largest_bar(tenant):
+    # given two days, the anomaly on the second
     series = [DailyCost(date(2026, 3, 9), 50.0, 1), DailyCost(date(2026, 3, 10), 100.0, 2)]
+    anomaly = AnomalyFactory(tenant=tenant, anomaly_date=date(2026, 3, 10))
 
-    chart = daily_cost_chart(series, date(2026, 3, 10), width=200, height=104)
+    # when
+    chart = anomaly_chart(anomaly, series, baselines={})
 
-    assert [bar["is_anomaly_day"] for bar in chart["bars"]] == [False, True]
-    assert [bar["height"] for bar in chart["bars"]] == [50.0, 100.0]
+    # then the second day is highlighted and twice as tall as the first
+    assert [bar["highlight"] for bar in chart["bars"]] == [False, True]
+    heights = [bar["rects"][0]["height"] for bar in chart["bars"]]
+    assert heights[1] == pytest.approx(2 * heights[0], abs=0.2)
+    assert chart["bars"][1]["hover"].startswith("Tue 2026-03-10 (2 requests): $1.00")
+    assert "created_at__gte=2026-03-10" in chart["bars"][1]["url"]

@@ -10,11 +10,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from analytics.services.locks import LockId
 from costsim.models import Provenance
 from costsim.selectors import provenance_drift_stats, provenance_existing_keys, provenance_list
 from costsim.services.drift import compare
 from costsim.services.estimators import estimate_v1, estimate_v2
-from costsim.services.locks import LockId
 from costsim.services.provenance import (
     ProvenanceEntry,
     provenance_backfill,
@@ -601,7 +601,8 @@ def test_admin_detail_pretty_prints_the_payloads(client, staff_user, tenant):
     # then
     assert response.status_code == 200
     content = response.content.decode()
-    assert "&quot;budget_cents&quot;: 100" in content  # indented JSON, not one line
+    # the payload as a table, its cents in dollars
+    assert '<th scope="row">budget_cents</th><td>$1.00</td>' in content
     assert row.output_hash in content
     assert 'name="_save"' not in content
 
