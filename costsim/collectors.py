@@ -12,15 +12,9 @@ from django.conf import settings
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from costsim.models import (
-    BREAKER_NAME,
-    AlertOutbox,
-    AlertStatus,
-    CanaryReport,
-    CanaryStatus,
-    CircuitBreaker,
-)
+from costsim.models import BREAKER_NAME, CanaryReport, CanaryStatus, CircuitBreaker
 from costsim.services.breaker import breaker_is_open
+from notifications.models import ChannelKind, Delivery, DeliveryStatus
 
 
 class CostsimStateCollector:
@@ -41,8 +35,10 @@ class CostsimStateCollector:
         )
         yield GaugeMetricFamily(
             "costsim_cb_alert_queue_depth",
-            "Breaker alerts waiting for delivery",
-            value=AlertOutbox.objects.filter(status=AlertStatus.PENDING).count(),
+            "Breaker alerts waiting for delivery to Alertmanager",
+            value=Delivery.objects.filter(
+                channel__kind=ChannelKind.ALERTMANAGER, status=DeliveryStatus.PENDING
+            ).count(),
         )
 
         latest = (

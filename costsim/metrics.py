@@ -49,9 +49,6 @@ cb_incidents_total = Counter(
 cb_reports_while_open_total = Counter(
     "costsim_cb_reports_while_open", "Drift reports received while the breaker is open", ["source"]
 )
-cb_alert_send_failures_total = Counter(
-    "costsim_cb_alert_send_failures", "Failed alert delivery attempts", ["alert_type", "error_type"]
-)
 job_runs_total = Counter("costsim_job_runs", "CostSim job runs", ["job", "outcome"])
 
 for _status in ("pass", "fail", "error", "skipped", "insufficient_data"):
@@ -66,9 +63,5 @@ for _severity, _resolved in product(("P1", "P2", "P3"), ("false", "true")):
     cb_incidents_total.labels(severity=_severity, resolved=_resolved)
 for _source in ("sandbox", "canary"):
     cb_reports_while_open_total.labels(source=_source)
-for _type, _error in product(("disable", "enable"), ("timeout", "connection")):
-    cb_alert_send_failures_total.labels(alert_type=_type, error_type=_error)
-for _job, _outcome in product(
-    ("canary", "alert_outbox", "provenance_prune"), ("success", "failed", "skipped")
-):
+for _job, _outcome in product(("canary", "provenance_prune"), ("success", "failed", "skipped")):
     job_runs_total.labels(job=_job, outcome=_outcome)

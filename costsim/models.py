@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
 from analytics.hashing import random_hex12
@@ -136,55 +135,9 @@ class CircuitBreaker(models.Model):
         return f"{self.name} ({'open' if self.disabled else 'closed'})"
 
 
-class AlertStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    SENT = "sent", "Sent"
-    FAILED = "failed", "Failed"
-    SKIPPED = "skipped", "Skipped"
-
-
-class AlertType(models.TextChoices):
-    DISABLE = "disable", "Disable"
-    ENABLE = "enable", "Enable"
-
-
 def _default_max_attempts() -> int:
+    # Referenced by migration 0001 (the dropped alert outbox's default); kept so it loads.
     return settings.COSTSIM_ALERT_MAX_ATTEMPTS
-
-
-class AlertOutbox(models.Model):
-    payload = models.JSONField()
-    alert_type = models.CharField(max_length=8, choices=AlertType.choices)
-    breaker_name = models.CharField(max_length=64, default=BREAKER_NAME)
-    incident = models.ForeignKey(
-        BreakerIncident, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
-    )
-    attempts = models.IntegerField(default=0)
-    max_attempts = models.IntegerField(default=_default_max_attempts)
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    last_error = models.TextField(blank=True, default="")
-    status = models.CharField(
-        max_length=8, choices=AlertStatus.choices, default=AlertStatus.PENDING
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        verbose_name = "alert outbox entry"
-        verbose_name_plural = "alert outbox"
-        indexes = [
-            # delivery picks due pending rows ordered by next_attempt_at
-            models.Index(
-                fields=["next_attempt_at"],
-                condition=Q(status="pending"),
-                name="outbox_pending_due",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.alert_type} alert #{self.pk} ({self.status})"
 
 
 class CanaryStatus(models.TextChoices):

@@ -8,4 +8,8 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         # Incident changes are written to the outbox inside the transaction that makes them.
-        from notifications import receivers  # noqa: F401
+        from config.ops import register_scrape_collector
+        from notifications import metrics, receivers  # noqa: F401
+        from notifications.collectors import OUTBOX_COLLECTOR
+
+        register_scrape_collector(OUTBOX_COLLECTOR)

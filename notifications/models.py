@@ -18,6 +18,12 @@ class ChannelKind(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     SLACK = "slack", "Slack"
     EMAIL = "email", "Email"
+    # Project-wide only: CostSim breaker alerts posted to `ALERTMANAGER_URL`/api/v2/alerts.
+    ALERTMANAGER = "alertmanager", "Alertmanager"
+
+
+# What a tenant may create; Alertmanager is the operators' own channel.
+TENANT_CHANNEL_KINDS = (ChannelKind.WEBHOOK, ChannelKind.SLACK, ChannelKind.EMAIL)
 
 
 class EventType(models.TextChoices):
@@ -28,6 +34,12 @@ class EventType(models.TextChoices):
     COSTSIM_BREAKER = "costsim.breaker", "CostSim breaker"
     DIGEST = "digest", "Daily digest"
     TEST = "test", "Test"
+
+
+def breaker_key(event: str, ref: str) -> str:
+    """Event key of a CostSim breaker `event` (tripped, recovered); `ref` is the breaker
+    incident's id, or the event's time when there is no incident."""
+    return f"costsim.breaker:{event}:{ref}"
 
 
 class RuleMode(models.TextChoices):
@@ -42,6 +54,8 @@ class DeliveryStatus(models.TextChoices):
     DIGESTED = "digested", "Sent in a digest"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
+    # Nowhere to send it: an Alertmanager alert while `ALERTMANAGER_URL` is unset.
+    SKIPPED = "skipped", "Skipped"
 
 
 class Channel(models.Model):
@@ -50,7 +64,7 @@ class Channel(models.Model):
         Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     name = models.CharField(max_length=100)
-    kind = models.CharField(max_length=8, choices=ChannelKind.choices)
+    kind = models.CharField(max_length=12, choices=ChannelKind.choices)
     url = models.URLField(max_length=2000, blank=True, default="")
     email_to = models.JSONField(default=list, blank=True)
     # Standard Webhooks secret (`whsec_` + base64). Shown once, when the channel is created.

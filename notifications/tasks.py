@@ -18,12 +18,18 @@ def dispatch_task() -> dict:
     result = deliveries_dispatch()
     if result.claimed:
         logger.info(
-            "Notifications: %s sent, %s retrying, %s failed",
+            "Notifications: %s sent, %s retrying, %s failed, %s skipped",
             result.sent,
             result.retrying,
             result.failed,
+            result.skipped,
         )
-    return {"sent": result.sent, "retrying": result.retrying, "failed": result.failed}
+    return {
+        "sent": result.sent,
+        "retrying": result.retrying,
+        "failed": result.failed,
+        "skipped": result.skipped,
+    }
 
 
 @shared_task(name="notifications.budget_thresholds", soft_time_limit=5 * 60, time_limit=6 * 60)

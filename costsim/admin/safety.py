@@ -1,4 +1,7 @@
-"""The safety net in the operator console: breaker, incidents, alert outbox, canary reports.
+"""The safety net in the operator console: breaker, incidents, canary reports.
+
+Breaker alerts are deliveries of the notifications outbox; their list, retry and purge are
+on the notifications delivery admin, and the breaker and incident pages link there.
 
 Every change goes through the same services as the API. Actions that need input (a reason,
 a TTL, notes) show an intermediate form, as Django's own "delete selected" confirmation
@@ -13,24 +16,17 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from costsim.models import (
-    AlertOutbox,
-    AlertStatus,
-    BreakerIncident,
-    CanaryReport,
-    CircuitBreaker,
-)
+from costsim.models import BreakerIncident, CanaryReport, CircuitBreaker
 from costsim.services.breaker import (
     breaker_disable,
     breaker_enable,
     breaker_is_open,
     incident_resolve,
 )
-from costsim.services.outbox import alerts_retry_failed
+from notifications.selectors import breaker_deliveries
 
 AUDIT_TRAIL_ROWS = 20
 ACTION_TEMPLATE = "admin/action_form.html"
@@ -63,11 +59,6 @@ def resolve_incidents(*, actor: str, incident_ids: list[str], notes: str) -> tup
     """Resolve the given incidents; return (resolved, left alone)."""
     resolved = incident_resolve(incident_ids=incident_ids, actor=actor, notes=notes)
     return resolved, len(incident_ids) - resolved
-
-
-def retry_failed_alerts(*, ids: list[int]) -> int:
-    """Re-queue the failed ones among `ids`; return how many."""
-    return alerts_retry_failed(ids=ids)
 
 
 # Forms --------------------------------------------------------------------------------
@@ -125,7 +116,8 @@ def _pretty_json(value) -> str:
 def _admin_link(obj, label=None) -> str:
     if obj is None:
         return "-"
-    url = reverse(f"admin:costsim_{obj._meta.model_name}_change", args=[obj.pk])
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label or obj.pk)
 
 
@@ -238,9 +230,7 @@ class CircuitBreakerAdmin(_OperatorAdmin):
 
     @admin.display(description="alerts (newest first)")
     def recent_alerts(self, breaker: CircuitBreaker) -> str:
-        alerts = AlertOutbox.objects.filter(breaker_name=breaker.name).order_by(
-            "-created_at", "-id"
-        )[:AUDIT_TRAIL_ROWS]
+        alerts = breaker_deliveries()[:AUDIT_TRAIL_ROWS]
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -248,7 +238,7 @@ class CircuitBreakerAdmin(_OperatorAdmin):
                 (
                     _admin_link(a),
                     f"{a.created_at:%Y-%m-%d %H:%M:%S}",
-                    a.alert_type,
+                    f"{a.payload['data'].get('event')} -> {a.channel.name}",
                     a.status,
                     f"{a.attempts}/{a.max_attempts}",
                     Truncator(a.last_error).chars(80) or "-",
@@ -256,7 +246,7 @@ class CircuitBreakerAdmin(_OperatorAdmin):
                 for a in alerts
             ),
         )
-        return _table(("id", "created", "type", "status", "attempts", "last error"), rows)
+        return _table(("id", "created", "event", "status", "attempts", "last error"), rows)
 
     @admin.action(description="Disable V2 (reason, optional TTL)", permissions=["operate"])
     def disable_v2(self, request, queryset: QuerySet):
@@ -363,11 +353,16 @@ class BreakerIncidentAdmin(_OperatorAdmin):
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (_admin_link(a), a.alert_type, a.status, f"{a.attempts}/{a.max_attempts}")
-                for a in incident.alerts.order_by("created_at", "id")
+                (
+                    _admin_link(a),
+                    f"{a.payload['data'].get('event')} -> {a.channel.name}",
+                    a.status,
+                    f"{a.attempts}/{a.max_attempts}",
+                )
+                for a in breaker_deliveries(incident_id=incident.pk).reverse()
             ),
         )
-        return _table(("id", "type", "status", "attempts"), rows)
+        return _table(("id", "event", "status", "attempts"), rows)
 
     @admin.action(description="Resolve selected incidents (notes)", permissions=["operate"])
     def resolve(self, request, queryset: QuerySet):
@@ -399,85 +394,6 @@ class BreakerIncidentAdmin(_OperatorAdmin):
                 messages.WARNING,
             )
         return None
-
-
-# Alert outbox -------------------------------------------------------------------------
-
-
-class DueFilter(admin.SimpleListFilter):
-    title = "delivery"
-    parameter_name = "due"
-
-    def lookups(self, request, model_admin):
-        return (("due", "pending, due now"), ("waiting", "pending, backing off"))
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "due":
-            return queryset.filter(status=AlertStatus.PENDING, next_attempt_at__lte=now)
-        if self.value() == "waiting":
-            return queryset.filter(status=AlertStatus.PENDING, next_attempt_at__gt=now)
-        return queryset
-
-
-@admin.register(AlertOutbox)
-class AlertOutboxAdmin(_OperatorAdmin):
-    list_display = (
-        "id",
-        "created_at",
-        "alert_type",
-        "status",
-        "attempts_display",
-        "next_attempt_at",
-        "sent_at",
-        "incident_link",
-        "short_error",
-    )
-    list_filter = ("status", DueFilter, "alert_type", "created_at")
-    list_select_related = ("incident",)
-    search_fields = ("=incident__id",)
-    date_hierarchy = "created_at"
-    ordering = ("-created_at", "-id")
-    actions = ("retry_failed",)
-    readonly_fields = (
-        "id",
-        "alert_type",
-        "breaker_name",
-        "incident_link",
-        "status",
-        "attempts",
-        "max_attempts",
-        "created_at",
-        "last_attempt_at",
-        "next_attempt_at",
-        "sent_at",
-        "last_error",
-        "payload_pretty",
-    )
-    fields = readonly_fields
-
-    @admin.display(description="attempts")
-    def attempts_display(self, alert: AlertOutbox) -> str:
-        return f"{alert.attempts}/{alert.max_attempts}"
-
-    @admin.display(description="incident")
-    def incident_link(self, alert: AlertOutbox) -> str:
-        return _admin_link(alert.incident)
-
-    @admin.display(description="last error")
-    def short_error(self, alert: AlertOutbox) -> str:
-        return Truncator(alert.last_error).chars(60) or "-"
-
-    @admin.display(description="payload")
-    def payload_pretty(self, alert: AlertOutbox) -> str:
-        return _pretty_json(alert.payload)
-
-    @admin.action(
-        description="Retry failed alerts (3 more attempts, due now)", permissions=["operate"]
-    )
-    def retry_failed(self, request, queryset: QuerySet):
-        count = retry_failed_alerts(ids=list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"Re-queued {count} failed alerts.", messages.SUCCESS)
 
 
 # Canary reports -----------------------------------------------------------------------

@@ -4,7 +4,15 @@ from rest_framework import serializers
 
 from analytics.api.fields import AwareDateTimeField, StrictModelSerializer
 from analytics.models import Severity
-from notifications.models import Channel, Delivery, DeliveryStatus, EventType, Rule, RuleMode
+from notifications.models import (
+    TENANT_CHANNEL_KINDS,
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    EventType,
+    Rule,
+    RuleMode,
+)
 from notifications.services.channels import RULE_EVENTS
 
 
@@ -13,6 +21,10 @@ class ChannelSerializer(StrictModelSerializer):
 
     email_to = serializers.ListField(
         child=serializers.CharField(max_length=254), required=False, max_length=20
+    )
+    # Alertmanager is a project-wide kind that tenants cannot create.
+    kind = serializers.ChoiceField(
+        choices=[(kind.value, kind.label) for kind in TENANT_CHANNEL_KINDS]
     )
     secret = serializers.CharField(write_only=True, required=False, max_length=200)
     url = serializers.CharField(required=False, allow_blank=True, max_length=2000)

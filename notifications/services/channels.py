@@ -4,13 +4,16 @@ import base64
 import secrets
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
+from analytics.api.fields import format_datetime
 from analytics.models import Budget, Severity, Tenant
 from notifications.models import (
+    TENANT_CHANNEL_KINDS,
     BudgetThresholds,
     Channel,
     ChannelKind,
@@ -20,7 +23,12 @@ from notifications.models import (
     Rule,
 )
 from notifications.services.events import DEFAULT_BUDGET_THRESHOLDS, event_payload
-from notifications.services.outbox import SendError, attempt_record, delivery_send
+from notifications.services.outbox import (
+    NothingToSend,
+    SendError,
+    attempt_record,
+    delivery_send,
+)
 from notifications.services.safety import UnsafeUrl, url_check
 
 SECRET_PREFIX = "whsec_"
@@ -52,7 +60,10 @@ def _secret_check(secret: str) -> None:
         )
 
 
-def _channel_check(channel: Channel) -> None:
+def channel_validate(channel: Channel) -> None:
+    """Raise ValidationError (a dict naming the field) unless `channel` may be saved as is."""
+    if channel.tenant_id is not None and channel.kind not in TENANT_CHANNEL_KINDS:
+        raise ValidationError({"kind": [f"must be one of {', '.join(TENANT_CHANNEL_KINDS)}"]})
     if channel.kind in (ChannelKind.WEBHOOK, ChannelKind.SLACK):
         if not channel.url:
             raise ValidationError({"url": ["is required for webhook and slack channels"]})
@@ -95,7 +106,7 @@ def channel_create(*, tenant: Tenant, data: dict) -> Channel:
         channel.secret = secret or secret_generate()
     elif secret:
         raise ValidationError({"secret": ["is only for webhook channels"]})
-    _channel_check(channel)
+    channel_validate(channel)
     channel.save()
     return channel
 
@@ -113,9 +124,20 @@ def channel_update(*, channel: Channel, data: dict) -> Channel:
             raise ValidationError({"secret": ["is only for webhook channels"]})
         _secret_check(secret)
         channel.secret = secret
-    _channel_check(channel)
+    channel_validate(channel)
     channel.save()
     return channel
+
+
+@transaction.atomic
+def channel_secret_rotate(*, channel: Channel) -> str:
+    """Give a webhook channel a new generated secret and return it; the old one stops
+    signing at once. This return value is the only place the new secret is shown."""
+    if channel.kind != ChannelKind.WEBHOOK:
+        raise ValidationError({"secret": ["is only for webhook channels"]})
+    channel.secret = secret_generate()
+    channel.save(update_fields=["secret", "updated_at"])
+    return channel.secret
 
 
 @transaction.atomic
@@ -162,11 +184,10 @@ def rule_delete(*, rule: Rule) -> None:
 def channel_test(*, channel: Channel) -> Delivery:
     """Send a test message through the channel now, once, and return its delivery."""
     now = timezone.now()
-    payload = event_payload(
-        event_type=EventType.TEST,
-        data={"channel": channel.name, "message": "If you can read this, the channel works."},
-        at=now,
-    )
+    data = {"channel": channel.name, "message": "If you can read this, the channel works."}
+    if channel.kind == ChannelKind.ALERTMANAGER:
+        data["alerts"] = [_test_alert(channel=channel, at=now)]
+    payload = event_payload(event_type=EventType.TEST, data=data, at=now)
     delivery = Delivery.objects.create(
         tenant=channel.tenant,
         channel=channel,
@@ -184,10 +205,29 @@ def channel_test(*, channel: Channel) -> Delivery:
     try:
         status = delivery_send(delivery)
         attempt_record(delivery, now=timezone.now(), status=status)
+    except NothingToSend as exc:
+        delivery.status = DeliveryStatus.SKIPPED
+        delivery.last_error = str(exc)
     except SendError as exc:
         attempt_record(delivery, now=timezone.now(), status=None, error=exc)
     delivery.save()
     return delivery
+
+
+def _test_alert(*, channel: Channel, at) -> dict:
+    # Starts and ends at once, so Alertmanager shows it as resolved straight away.
+    stamp = format_datetime(at)
+    return {
+        "labels": {
+            "alertname": "CostwiseNotificationTest",
+            "severity": "info",
+            "component": "notifications",
+            "instance": settings.INSTANCE_ID,
+        },
+        "annotations": {"summary": f"Test message of channel {channel.name}"},
+        "startsAt": stamp,
+        "endsAt": stamp,
+    }
 
 
 MAX_THRESHOLDS = 10

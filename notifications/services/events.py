@@ -30,6 +30,7 @@ from notifications.models import (
     EventType,
     Rule,
     RuleMode,
+    breaker_key,
 )
 
 SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
@@ -280,18 +281,20 @@ def project_channels() -> list[Channel]:
     return channels
 
 
-def breaker_event_record(
-    *, event: str, incident_id: str | None, severity: str, data: dict, at: datetime
+def breaker_event_key(*, event: str, incident_id: str | None, at: datetime) -> str:
+    """The key of one breaker trip or recovery, the same for every channel it goes to."""
+    return breaker_key(event, incident_id or format_datetime(at))
+
+
+def _project_record(
+    *,
+    channels: list[Channel],
+    key: str,
+    severity: str,
+    payload: dict,
+    at: datetime,
+    max_attempts: int,
 ) -> int:
-    """Queue `costsim.breaker` (`event` tripped or recovered) for the project channels;
-    called inside the transaction that opened or closed the breaker."""
-    channels = project_channels()
-    if not channels:
-        return 0
-    key = f"costsim.breaker:{event}:{incident_id or format_datetime(at)}"
-    payload = event_payload(
-        event_type=EventType.COSTSIM_BREAKER, data={"event": event, **data}, at=at
-    )
     rows = [
         Delivery(
             tenant=None,
@@ -300,7 +303,7 @@ def breaker_event_record(
             event_type=EventType.COSTSIM_BREAKER,
             severity=BREAKER_SEVERITY.get(severity, Severity.MEDIUM),
             payload=payload,
-            max_attempts=settings.NOTIFY_MAX_ATTEMPTS,
+            max_attempts=max_attempts,
             event_at=at,
             next_attempt_at=at,
             created_at=at,
@@ -310,3 +313,76 @@ def breaker_event_record(
     before = Delivery.objects.filter(event_key=key).count()
     Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     return Delivery.objects.filter(event_key=key).count() - before
+
+
+def breaker_event_record(
+    *, event: str, incident_id: str | None, severity: str, data: dict, at: datetime
+) -> int:
+    """Queue `costsim.breaker` (`event` tripped or recovered) for the project channels;
+    called inside the transaction that opened or closed the breaker."""
+    channels = project_channels()
+    if not channels:
+        return 0
+    payload = event_payload(
+        event_type=EventType.COSTSIM_BREAKER, data={"event": event, **data}, at=at
+    )
+    return _project_record(
+        channels=channels,
+        key=breaker_event_key(event=event, incident_id=incident_id, at=at),
+        severity=severity,
+        payload=payload,
+        at=at,
+        max_attempts=settings.NOTIFY_MAX_ATTEMPTS,
+    )
+
+
+ALERTMANAGER_CHANNEL = "alertmanager"
+
+
+def alertmanager_channel() -> Channel:
+    """The project-wide Alertmanager channel, created on first use.
+
+    It always exists, so an alert raised while `ALERTMANAGER_URL` is unset is still
+    recorded (and `skipped` when its turn comes). Its `url` mirrors the setting for the
+    console; the dispatcher reads the setting itself at send time.
+    """
+    url = settings.ALERTMANAGER_URL or ""
+    channel, _ = Channel.objects.update_or_create(
+        tenant=None,
+        name=ALERTMANAGER_CHANNEL,
+        # An operator may disable it in the console; that choice is kept.
+        defaults={"kind": ChannelKind.ALERTMANAGER, "url": url},
+        create_defaults={"kind": ChannelKind.ALERTMANAGER, "url": url, "enabled": True},
+    )
+    return channel
+
+
+def alertmanager_alert_record(
+    *,
+    event: str,
+    incident_id: str | None,
+    severity: str,
+    alerts: list[dict],
+    data: dict,
+    at: datetime,
+    max_attempts: int,
+) -> Delivery:
+    """Queue Alertmanager `alerts` for breaker `event` (tripped or recovered), in the
+    caller's transaction; return the delivery (the existing one when the event was
+    already queued). `data["alerts"]` is posted as is."""
+    key = breaker_event_key(event=event, incident_id=incident_id, at=at)
+    channel = alertmanager_channel()
+    payload = event_payload(
+        event_type=EventType.COSTSIM_BREAKER,
+        data={"event": event, "incident_id": incident_id, **data, "alerts": alerts},
+        at=at,
+    )
+    _project_record(
+        channels=[channel],
+        key=key,
+        severity=severity,
+        payload=payload,
+        at=at,
+        max_attempts=max_attempts,
+    )
+    return Delivery.objects.select_related("channel").get(event_key=key, channel=channel)

@@ -1,4 +1,5 @@
-"""factory_boy factories for the safety-net models: incidents, outbox rows, canary reports.
+"""factory_boy factories for the safety-net models: incidents, Alertmanager alerts (rows of
+the notifications outbox), canary reports.
 
 Provenance rows come from tests/costsim/factories.py.
 """
@@ -8,15 +9,14 @@ from django.utils import timezone
 
 from costsim.models import (
     BREAKER_NAME,
-    AlertOutbox,
-    AlertStatus,
-    AlertType,
     BreakerIncident,
     CanaryReport,
     CanaryStatus,
     IncidentSeverity,
     IncidentTrigger,
 )
+from notifications.models import Delivery, DeliveryStatus, EventType
+from notifications.services.events import alertmanager_channel
 
 
 class BreakerIncidentFactory(factory.django.DjangoModelFactory):
@@ -33,20 +33,37 @@ class BreakerIncidentFactory(factory.django.DjangoModelFactory):
     details = factory.LazyFunction(dict)
 
 
-class AlertOutboxFactory(factory.django.DjangoModelFactory):
-    """A due pending `disable` alert; the payload is a minimal Alertmanager alert."""
+def _alert_payload(n: int) -> dict:
+    return {
+        "type": EventType.COSTSIM_BREAKER,
+        "timestamp": "2026-03-02T10:00:00Z",
+        "data": {
+            "event": "tripped",
+            "incident_id": None,
+            "breaker": BREAKER_NAME,
+            "alert_type": "disable",
+            "alerts": [{"labels": {"alertname": "CostSimV2Disabled", "n": str(n)}}],
+        },
+    }
+
+
+class AlertDeliveryFactory(factory.django.DjangoModelFactory):
+    """A due pending Alertmanager alert on the project-wide channel; `data.alerts` is a
+    minimal Alertmanager alert list."""
 
     class Meta:
-        model = AlertOutbox
+        model = Delivery
 
-    payload = factory.Sequence(
-        lambda n: [{"labels": {"alertname": "CostSimV2Disabled", "n": str(n)}, "annotations": {}}]
-    )
-    alert_type = AlertType.DISABLE
-    breaker_name = BREAKER_NAME
-    status = AlertStatus.PENDING
+    tenant = None
+    channel = factory.LazyFunction(alertmanager_channel)
+    event_key = factory.Sequence(lambda n: f"costsim.breaker:tripped:factory-{n}")
+    event_type = EventType.COSTSIM_BREAKER
+    severity = "CRITICAL"
+    payload = factory.Sequence(_alert_payload)
+    status = DeliveryStatus.PENDING
     max_attempts = 10
     created_at = factory.LazyFunction(timezone.now)
+    event_at = factory.LazyAttribute(lambda o: o.created_at)
     next_attempt_at = factory.LazyAttribute(lambda o: o.created_at)
 
 

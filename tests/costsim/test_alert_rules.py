@@ -108,7 +108,7 @@ def test_rule_expressions_reference_these_series():
         "costsim_v2_canary_runs_total",
         "costsim_v2_kl_divergence",
         "costsim_cb_alert_queue_depth",
-        "costsim_cb_alert_send_failures_total",
+        "notifications_delivery_errors_total",
         "costsim_cb_disabled_total",
         "costsim_cb_consecutive_failures",
     }

@@ -16,20 +16,20 @@ from prometheus_client import REGISTRY
 
 from config.database import database_url_from_settings
 from costsim.collectors import STATE_COLLECTOR
-from costsim.models import (
-    BREAKER_NAME,
-    AlertOutbox,
-    AlertType,
-    BreakerIncident,
-    CircuitBreaker,
-)
+from costsim.models import BREAKER_NAME, BreakerIncident, CircuitBreaker
 from costsim.selectors import BreakerSnapshot
 from costsim.services import breaker as svc
-from tests.costsim.safety_factories import AlertOutboxFactory, BreakerIncidentFactory
+from notifications.models import Delivery
+from tests.costsim.safety_factories import AlertDeliveryFactory, BreakerIncidentFactory
 from tests.factories import utc
 
 T0 = utc(2026, 3, 2, 10)
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def _alerts():
+    """The breaker's Alertmanager alerts: deliveries of the notifications outbox."""
+    return Delivery.objects.filter(channel__kind="alertmanager")
 
 
 def _row() -> CircuitBreaker:
@@ -115,13 +115,14 @@ def test_trip_queues_a_disable_alert_in_the_same_transaction(settings):
     with time_machine.travel(T0, tick=False):
         incident = _trip_by_drift()
     # then
-    alert = AlertOutbox.objects.get()
-    assert alert.alert_type == AlertType.DISABLE
+    alert = _alerts().get()
+    assert alert.payload["data"]["alert_type"] == "disable"
     assert alert.status == "pending"
-    assert alert.incident_id == incident.id
+    assert alert.payload["data"]["incident_id"] == incident.id
+    assert alert.event_key == f"costsim.breaker:tripped:{incident.id}"
     assert alert.next_attempt_at == T0
     assert alert.max_attempts == settings.COSTSIM_ALERT_MAX_ATTEMPTS
-    assert alert.payload == [
+    assert alert.payload["data"]["alerts"] == [
         {
             "labels": {
                 "alertname": "CostSimV2Disabled",
@@ -162,7 +163,7 @@ def test_reports_while_open_change_nothing_and_only_count(django_capture_on_comm
     assert after.consecutive_failures == before.consecutive_failures
     assert after.incident_id == incident.id
     assert BreakerIncident.objects.count() == 1
-    assert AlertOutbox.objects.count() == 1
+    assert _alerts().count() == 1
     assert _sample("costsim_cb_reports_while_open_total", source="sandbox") == counted + 2
 
 
@@ -444,9 +445,9 @@ def test_manual_disable_without_ttl_stays_open_until_enabled():
     assert incident.drift_score == 0.0
     assert incident.sample_count == 0
     assert incident.details == {"manual_disable": True}
-    alert = AlertOutbox.objects.get()
-    assert alert.payload[0]["labels"]["severity"] == "p2"
-    assert alert.payload[0]["annotations"]["description"].endswith(
+    alert = _alerts().get()
+    assert alert.payload["data"]["alerts"][0]["labels"]["severity"] == "p2"
+    assert alert.payload["data"]["alerts"][0]["annotations"]["description"].endswith(
         "Disabled until: manual reset required"
     )
 
@@ -473,7 +474,7 @@ def test_disable_on_an_open_breaker_overwrites_without_a_new_incident():
     assert row.disabled_until is None
     assert row.incident_id == incident.id
     assert BreakerIncident.objects.count() == 1
-    assert AlertOutbox.objects.count() == 1
+    assert _alerts().count() == 1
 
 
 @pytest.mark.django_db
@@ -483,7 +484,7 @@ def test_enable_on_a_closed_breaker_changes_nothing():
     # then
     assert result.changed is False
     assert result.message == "already closed"
-    assert AlertOutbox.objects.count() == 0
+    assert _alerts().count() == 0
 
 
 @pytest.mark.django_db
@@ -511,9 +512,9 @@ def test_enable_closes_resolves_and_queues_an_enable_alert(django_capture_on_com
     assert incident.resolved_at == T0
     assert incident.resolved_by == "user:ops"
     assert incident.resolution_notes == "Manual reset"
-    alert = AlertOutbox.objects.get(alert_type=AlertType.ENABLE)
-    assert alert.incident_id == incident.id
-    assert alert.payload == [
+    alert = _alerts().get(payload__data__alert_type="enable")
+    assert alert.payload["data"]["incident_id"] == incident.id
+    assert alert.payload["data"]["alerts"] == [
         {
             "labels": {
                 "alertname": "CostSimV2Reenabled",
@@ -543,8 +544,9 @@ def test_enable_reason_becomes_the_resolution_notes():
     # then
     incident.refresh_from_db()
     assert incident.resolution_notes == "Pricing table fixed"
-    alert = AlertOutbox.objects.get(alert_type=AlertType.ENABLE)
-    assert alert.payload[0]["annotations"]["description"].endswith("Reason: Pricing table fixed")
+    alert = _alerts().get(payload__data__alert_type="enable")
+    description = alert.payload["data"]["alerts"][0]["annotations"]["description"]
+    assert description.endswith("Reason: Pricing table fixed")
 
 
 # Check and auto-recovery --------------------------------------------------------------
@@ -573,8 +575,8 @@ def test_check_auto_recovers_once_the_ttl_has_passed(django_capture_on_commit_ca
     assert incident.resolved_by == "system-auto-recover"
     assert incident.resolution_notes == "Auto-recovered after TTL expired"
     assert incident.resolved_at == T0 + timedelta(hours=24)
-    alert = AlertOutbox.objects.get(alert_type=AlertType.ENABLE)
-    assert alert.payload[0]["annotations"]["description"] == (
+    alert = _alerts().get(payload__data__alert_type="enable")
+    assert alert.payload["data"]["alerts"][0]["annotations"]["description"] == (
         "Re-enabled by: system-auto-recover\nReason: Auto-recovered after TTL expired"
     )
     assert _sample("costsim_cb_auto_recovery_total") == recoveries + 1
@@ -618,7 +620,7 @@ def test_auto_recover_does_not_repeat_a_close_made_meanwhile():
         result = svc.breaker_auto_recover()
     # then
     assert result is None
-    assert AlertOutbox.objects.filter(alert_type=AlertType.ENABLE).count() == 1
+    assert _alerts().filter(payload__data__alert_type="enable").count() == 1
 
 
 @pytest.mark.django_db
@@ -685,7 +687,7 @@ def test_twenty_concurrent_drift_reports_create_exactly_one_incident():
     assert errors == []
     assert len(incidents) == 1
     assert BreakerIncident.objects.count() == 1
-    assert AlertOutbox.objects.count() == 1
+    assert _alerts().count() == 1
     row = _row()
     assert row.disabled is True
     assert row.incident_id == incidents[0]
@@ -745,7 +747,7 @@ def test_ttl_auto_recovery_survives_a_process_restart():
     incident.refresh_from_db()
     assert incident.resolved is True
     assert incident.resolved_by == "system-auto-recover"
-    assert AlertOutbox.objects.filter(alert_type=AlertType.ENABLE).count() == 1
+    assert _alerts().filter(payload__data__alert_type="enable").count() == 1
 
 
 @pytest.mark.django_db
@@ -787,7 +789,7 @@ def test_gauges_read_the_database_without_side_effects(settings):
     # given an automatic trip, one pending alert more, and an expired TTL
     with time_machine.travel(T0, tick=False):
         _trip_by_drift()
-    AlertOutboxFactory()
+    AlertDeliveryFactory()
     # when
     with time_machine.travel(T0 + timedelta(hours=1), tick=False):
         open_gauges = _gauges()

@@ -6,16 +6,11 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from costsim.admin import safety as safety_admin
-from costsim.models import (
-    BREAKER_NAME,
-    AlertOutbox,
-    AlertStatus,
-    BreakerIncident,
-    CircuitBreaker,
-)
+from costsim.models import BREAKER_NAME, BreakerIncident, CircuitBreaker
 from costsim.services.breaker import breaker_disable, breaker_get, breaker_report_drift
+from notifications.models import Delivery, DeliveryStatus
 from tests.costsim.safety_factories import (
-    AlertOutboxFactory,
+    AlertDeliveryFactory,
     BreakerIncidentFactory,
     CanaryReportFactory,
 )
@@ -133,8 +128,8 @@ def test_operator_re_enables_v2_with_a_reason(operator):
     assert incident.resolved is True
     assert incident.resolved_by == "user:operator"
     assert incident.resolution_notes == "Hotfix deployed"
-    enable_alert = AlertOutbox.objects.get(alert_type="enable")
-    assert enable_alert.payload[0]["annotations"]["description"] == (
+    enable_alert = Delivery.objects.get(payload__data__alert_type="enable")
+    assert enable_alert.payload["data"]["alerts"][0]["annotations"]["description"] == (
         "Re-enabled by: user:operator\nReason: Hotfix deployed"
     )
 
@@ -228,38 +223,61 @@ def test_incident_list_filters_and_detail(operator):
 # Outbox and canary reports ------------------------------------------------------------
 
 
+# Breaker alerts are deliveries of the notifications outbox: their console is the delivery
+# admin, with the same retry and due filter.
+DELIVERY_LIST = reverse("admin:notifications_delivery_changelist")
+
+
 @pytest.mark.django_db
 def test_retry_failed_action(operator):
     # given
-    failed = AlertOutboxFactory(status=AlertStatus.FAILED, attempts=10, max_attempts=10)
-    sent = AlertOutboxFactory(status=AlertStatus.SENT)
-    url = reverse("admin:costsim_alertoutbox_changelist")
+    failed = AlertDeliveryFactory(status=DeliveryStatus.FAILED, attempts=10, max_attempts=10)
+    sent = AlertDeliveryFactory(status=DeliveryStatus.SENT)
     # when
     response = operator.post(
-        url,
-        {"action": "retry_failed", "_selected_action": [failed.pk, sent.pk]},
+        DELIVERY_LIST,
+        {"action": "retry", "_selected_action": [failed.pk, sent.pk]},
         follow=True,
     )
     # then
-    assert "Re-queued 1 failed alerts." in response.content.decode()
+    assert "1 delivery(ies) queued again." in response.content.decode()
     failed.refresh_from_db()
-    assert (failed.status, failed.max_attempts) == (AlertStatus.PENDING, 13)
-    assert AlertOutbox.objects.get(pk=sent.pk).status == AlertStatus.SENT
+    assert (failed.status, failed.attempts) == (DeliveryStatus.PENDING, 0)
+    assert Delivery.objects.get(pk=sent.pk).status == DeliveryStatus.SENT
 
 
 @pytest.mark.django_db
 def test_outbox_due_filter(operator):
     # given
     with time_machine.travel(T0, tick=False):
-        due = AlertOutboxFactory(last_error="HTTP 500: due-row")
-        AlertOutboxFactory(next_attempt_at=utc(2030, 1, 1), last_error="HTTP 500: waiting-row")
+        due = AlertDeliveryFactory(last_error="HTTP 500: due-row")
+        AlertDeliveryFactory(next_attempt_at=utc(2030, 1, 1), last_error="HTTP 500: waiting-row")
         # when
-        response = operator.get(reverse("admin:costsim_alertoutbox_changelist"), {"due": "due"})
+        response = operator.get(DELIVERY_LIST, {"due": "due", "channel__kind": "alertmanager"})
     # then
     text = response.content.decode()
     assert "due-row" in text
     assert "waiting-row" not in text
     assert str(due.pk) in text
+
+
+@pytest.mark.django_db
+def test_breaker_and_incident_pages_list_their_alert_deliveries(operator):
+    # given a trip
+    breaker_disable(reason="maintenance", actor="user:ops")
+    breaker = _breaker()
+    alert = Delivery.objects.get()
+    # when
+    breaker_page = operator.get(
+        reverse("admin:costsim_circuitbreaker_change", args=[breaker.pk])
+    ).content.decode()
+    incident_page = operator.get(
+        reverse("admin:costsim_breakerincident_change", args=[breaker.incident_id])
+    ).content.decode()
+    # then both link to the delivery in the notifications console
+    link = reverse("admin:notifications_delivery_change", args=[alert.pk])
+    assert link in breaker_page and "tripped -&gt; alertmanager" in breaker_page
+    assert link in incident_page
 
 
 @pytest.mark.django_db

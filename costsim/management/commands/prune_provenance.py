@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from costsim.services.locks import LockId
+from analytics.services.locks import LockId
 from costsim.services.provenance import provenance_prune
 
 
