@@ -14,6 +14,36 @@ app = Celery("costwise")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# The beat tasks of the fanned-out per-tenant jobs: each only dispatches a run's chunks.
+DISPATCH_TASKS = (
+    "analytics.hourly_snapshots",
+    "analytics.daily_snapshots",
+    "analytics.detect_anomalies",
+    "feedback.detect_patterns",
+    "predictions.run_cycle",
+)
+
+
+@app.on_after_configure.connect
+def _declare_job_queues(sender, **kwargs) -> None:
+    # Declared, so a worker started without --queues consumes the default queue and both
+    # job queues; a dedicated chunk worker is `celery -A config worker -Q <JOBS_CHUNK_QUEUE>`.
+    from django.conf import settings
+    from kombu import Exchange, Queue
+
+    names = (
+        sender.conf.task_default_queue,
+        settings.JOBS_DISPATCH_QUEUE,
+        settings.JOBS_CHUNK_QUEUE,
+    )
+    sender.conf.task_queues = [
+        Queue(name, Exchange(name), routing_key=name) for name in dict.fromkeys(names)
+    ]
+    routes = {name: {"queue": settings.JOBS_DISPATCH_QUEUE} for name in DISPATCH_TASKS}
+    routes["analytics.job_chunk"] = {"queue": settings.JOBS_CHUNK_QUEUE}
+    sender.conf.task_routes = routes
+
+
 # A task beat sends more often than this is routine: Celery's per-run INFO lines about it
 # are dropped from the log (RoutineTaskFilter).
 ROUTINE_PERIOD = timedelta(minutes=1)

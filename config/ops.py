@@ -17,6 +17,8 @@ from django.views.decorators.http import require_safe
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from analytics.db import REPLICA_DB_ALIAS
+
 logger = logging.getLogger(__name__)
 
 # Seconds the readiness probe waits for the broker; a probe must answer quickly.
@@ -51,6 +53,8 @@ def ready(request: HttpRequest) -> JsonResponse:
         "broker": _check(_broker_check),
         "migrations": _check(_migrations_check),
     }
+    if REPLICA_DB_ALIAS in connections.settings:
+        checks["replica"] = _check(_replica_check)
     if all(result == "ok" for result in checks.values()):
         return JsonResponse({"status": "ready", "checks": checks})
     return JsonResponse({"status": "not_ready", "checks": checks}, status=503)
@@ -102,10 +106,14 @@ def _check(probe: Callable[[], None]) -> str:
     return "ok"
 
 
-def _database_check() -> None:
-    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+def _database_check(alias: str = DEFAULT_DB_ALIAS) -> None:
+    with connections[alias].cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+
+
+def _replica_check() -> None:
+    _database_check(REPLICA_DB_ALIAS)
 
 
 def _broker_check() -> None:

@@ -50,13 +50,17 @@ MIDDLEWARE = [
     # JSON errors under /api/: NUL bytes in the URL, and any exception a view lets escape.
     "analytics.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    # API requests with a key and no cookie skip to ApiKeyLaneEndMiddleware: what lies
+    # between serves browsers (analytics/api/middleware.py).
+    "analytics.api.middleware.ApiKeyLaneMiddleware",
     # Admin and Swagger UI assets are served by the service itself, also under gunicorn.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "analytics.api.middleware.ApiKeyLaneEndMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -89,6 +93,16 @@ DATABASES = {
         "ENGINE": "django_prometheus.db.backends.postgresql",
     }
 }
+# An optional read replica (a streaming standby of the primary). Statistics, exports and the
+# overview read from it; writes and reads inside a transaction stay on the primary
+# (analytics/db.py). In tests the alias mirrors the primary's test database.
+if DATABASE_REPLICA_URL := env_str("DATABASE_REPLICA_URL"):
+    DATABASES["replica"] = {
+        **dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=60, conn_health_checks=False),
+        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_ROUTERS = ["analytics.db.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -198,6 +212,15 @@ CELERY_TASK_TIME_LIMIT = 15 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 14 * 60
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fanned-out per-tenant jobs (docs/architecture.md, "Jobs and locks"): beat's task only
+# dispatches a run, its tenants go out in chunks of JOBS_CHUNK_SIZE, each chunk one task on
+# JOBS_CHUNK_QUEUE; the dispatchers run on JOBS_DISPATCH_QUEUE. A worker started without
+# --queues consumes both (config/celery.py). A chunk is tried JOBS_CHUNK_MAX_RETRIES + 1
+# times at most.
+JOBS_CHUNK_SIZE = env_int("JOBS_CHUNK_SIZE", 50, minimum=1, maximum=10_000)
+JOBS_DISPATCH_QUEUE = env_str("JOBS_DISPATCH_QUEUE") or "celery"
+JOBS_CHUNK_QUEUE = env_str("JOBS_CHUNK_QUEUE") or "jobs"
+JOBS_CHUNK_MAX_RETRIES = env_int("JOBS_CHUNK_MAX_RETRIES", 3, minimum=0, maximum=20)
 CELERY_BEAT_SCHEDULE = {
     "analytics-hourly-snapshots": {
         "task": "analytics.hourly_snapshots",
@@ -214,6 +237,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=0, minute=30),  # every day at 00:30 UTC
         "options": {"expires": 6 * 3600},
     },
+    "analytics-close-lapsed-reservations": {
+        "task": "analytics.close_lapsed_reservations",
+        "schedule": crontab(),  # every minute
+        "options": {"expires": 50},
+    },
     "predictions-run": {
         "task": "predictions.run_cycle",
         "schedule": crontab(minute=20),  # every hour at :20 UTC
@@ -228,11 +256,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "costsim.canary",
         "schedule": crontab(hour=2, minute=0),  # every day at 02:00 UTC
         "options": {"expires": 6 * 3600},
-    },
-    "costsim-alert-outbox": {
-        "task": "costsim.deliver_alerts",
-        "schedule": 10.0,  # every 10 seconds
-        "options": {"expires": 9},
     },
     "notifications-dispatch": {
         "task": "notifications.dispatch",
@@ -286,8 +309,8 @@ COSTSIM_CALIBRATION_TOLERANCE = env_float("COSTSIM_CALIBRATION_TOLERANCE", 0.25,
 COSTSIM_RUNBOOK_URL = env_str("COSTSIM_RUNBOOK_URL") or ""
 ALERTMANAGER_URL = (env_str("ALERTMANAGER_URL") or "").rstrip("/") or None
 ALERTMANAGER_TIMEOUT = env_float("ALERTMANAGER_TIMEOUT", 10, minimum=0.1)
+# Attempts of one Alertmanager alert in the notifications outbox before it is `failed`.
 COSTSIM_ALERT_MAX_ATTEMPTS = env_int("COSTSIM_ALERT_MAX_ATTEMPTS", 10, minimum=1)
-COSTSIM_ALERT_BATCH_SIZE = env_int("COSTSIM_ALERT_BATCH_SIZE", 10, minimum=1)
 
 # Analytics, feedback and predictions
 ANALYTICS_SNAPSHOT_THRESHOLD_PCT = env_float("ANALYTICS_SNAPSHOT_THRESHOLD_PCT", 200, minimum=0)
@@ -329,6 +352,8 @@ NOTIFY_ALLOW_PRIVATE_URLS = env_bool("NOTIFY_ALLOW_PRIVATE_URLS", False)
 NOTIFY_TIMEOUT = env_float("NOTIFY_TIMEOUT", 5, minimum=0.1, maximum=30)
 NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
 NOTIFY_BATCH_SIZE = env_int("NOTIFY_BATCH_SIZE", 20, minimum=1, maximum=500)
+# CA bundle that webhook and Slack TLS certificates are verified against; empty = certifi's.
+NOTIFY_CA_BUNDLE = env_str("NOTIFY_CA_BUNDLE") or ""
 # Links in messages point here (the admin page of the incident or budget).
 NOTIFY_BASE_URL = env_str("NOTIFY_BASE_URL") or "http://127.0.0.1:8000"
 # Project-wide (staff) channels for CostSim breaker trips and recoveries; each one set is

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from analytics.api import otlp
 from config import ops
 
 urlpatterns = [
@@ -24,6 +25,8 @@ urlpatterns = [
         name="docs",
     ),
     path("api/v1/", include("config.api_router")),
+    # OpenTelemetry exporters post to <endpoint>/v1/traces (analytics/api/otlp.py).
+    *otlp.register_urls(),
     path("metrics", ops.metrics, name="prometheus-metrics"),
 ]
 

@@ -7,8 +7,8 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from analytics.services.locks import LockId, leader_lock
 from costsim import metrics
-from costsim.services.locks import LockId, leader_lock
 
 logger = logging.getLogger(__name__)
 
@@ -28,35 +28,10 @@ def canary_task(sample_count: int | None = None, drift_threshold: float | None =
     return {"run_id": report.run_id, "status": report.status, "passed": report.passed}
 
 
-# Every 10 s with `expires` 9 s; the soft limit covers a full batch of timeouts, and lock
-# 7002 keeps a slow run and the next one from overlapping.
-@shared_task(name="costsim.deliver_alerts", soft_time_limit=5 * 60, time_limit=6 * 60)
-def deliver_alerts_task() -> dict:
-    """Deliver one batch of due breaker alerts (lock 7002)."""
-    from costsim.services.outbox import alerts_deliver
-
-    result = alerts_deliver()
-    if result.claimed:
-        logger.info(
-            "Alert outbox: %s sent, %s retrying, %s failed, %s skipped",
-            result.sent,
-            result.retrying,
-            result.failed,
-            result.skipped,
-        )
-    return {
-        "leader": result.leader,
-        "sent": result.sent,
-        "retrying": result.retrying,
-        "failed": result.failed,
-        "skipped": result.skipped,
-    }
-
-
 @shared_task(name="costsim.prune_provenance", soft_time_limit=60 * 60, time_limit=65 * 60)
 def prune_provenance_task() -> dict:
-    """Delete expired provenance and old delivered alerts, both under lock 7003."""
-    from costsim.services.outbox import alerts_purge
+    """Delete expired provenance under lock 7003. Old breaker alerts are purged with the
+    other finished deliveries by the notifications digest job."""
     from costsim.services.provenance import provenance_prune
 
     with leader_lock(LockId.PROVENANCE_PRUNE) as leader:
@@ -67,10 +42,9 @@ def prune_provenance_task() -> dict:
         try:
             # The prune takes lock 7003 too; advisory locks are re-entrant per session.
             provenance = provenance_prune(days=settings.COSTSIM_PROVENANCE_RETENTION_DAYS)
-            alerts = alerts_purge()
         except Exception:
             metrics.job_runs_total.labels(job="provenance_prune", outcome="failed").inc()
             raise
     metrics.job_runs_total.labels(job="provenance_prune", outcome="success").inc()
-    logger.info("Pruned %s provenance rows and %s alerts", provenance, alerts)
-    return {"status": "success", "provenance_deleted": provenance, "alerts_deleted": alerts}
+    logger.info("Pruned %s provenance rows", provenance)
+    return {"status": "success", "provenance_deleted": provenance}

@@ -1,20 +1,13 @@
-import logging
-
 from celery import shared_task
 
-logger = logging.getLogger(__name__)
+from analytics.services.job_runs import tenant_job_register
+from analytics.tasks import tenant_job_dispatch
+from feedback.services.patterns import DETECT_PATTERNS
+
+tenant_job_register(DETECT_PATTERNS)
 
 
-@shared_task(name="feedback.detect_patterns", soft_time_limit=600, time_limit=660)
-def detect_patterns_task() -> dict:
-    """Hourly pattern detection over every active tenant, one transaction per tenant."""
-    from feedback.services.patterns import patterns_detect_for_tenants
-
-    summary = patterns_detect_for_tenants()
-    logger.info(
-        "Pattern detection: %s tenant(s), %s failed, %s",
-        summary["tenants"],
-        len(summary["failed"]),
-        summary["totals"],
-    )
-    return summary
+@shared_task(bind=True, name="feedback.detect_patterns", soft_time_limit=5 * 60, time_limit=6 * 60)
+def detect_patterns_task(self) -> dict:
+    """Fan out hourly pattern detection over every active tenant (`analytics.job_chunk`)."""
+    return tenant_job_dispatch(self, DETECT_PATTERNS)

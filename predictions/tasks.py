@@ -1,20 +1,13 @@
-import logging
-
 from celery import shared_task
 
-logger = logging.getLogger(__name__)
+from analytics.services.job_runs import tenant_job_register
+from analytics.tasks import tenant_job_dispatch
+from predictions.services.cycle import PREDICTION_CYCLE
+
+tenant_job_register(PREDICTION_CYCLE)
 
 
-@shared_task(name="predictions.run_cycle", soft_time_limit=600, time_limit=660)
-def run_cycle_task() -> dict:
-    """Hourly prediction cycle over every active tenant, one transaction per tenant."""
-    from predictions.services.cycle import prediction_cycles_run
-
-    summary = prediction_cycles_run()
-    logger.info(
-        "Prediction cycle: %s tenant(s), %s failed, %s",
-        summary["tenants"],
-        len(summary["failed"]),
-        summary["totals"],
-    )
-    return summary
+@shared_task(bind=True, name="predictions.run_cycle", soft_time_limit=5 * 60, time_limit=6 * 60)
+def run_cycle_task(self) -> dict:
+    """Fan out the hourly prediction cycle over every active tenant (`analytics.job_chunk`)."""
+    return tenant_job_dispatch(self, PREDICTION_CYCLE)

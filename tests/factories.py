@@ -15,6 +15,7 @@ from analytics.models import (
     BudgetType,
     CostRecord,
     FeatureTag,
+    ModelPriceOverride,
     RunRecord,
     RunStatus,
     Tenant,
@@ -122,3 +123,14 @@ class RuleFactory(factory.django.DjangoModelFactory):
     )
     min_severity = "LOW"
     mode = "immediate"
+
+
+class ModelPriceOverrideFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ModelPriceOverride
+
+    tenant = factory.SubFactory(TenantFactory)
+    model = "gpt-4o"
+    input_cents_per_mtok = Decimal("100")
+    output_cents_per_mtok = Decimal("400")
+    effective_from = factory.LazyFunction(timezone.now)

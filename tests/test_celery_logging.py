@@ -7,7 +7,7 @@ from django.conf import settings
 
 from config.celery import RoutineTaskFilter, routine_tasks
 
-OUTBOX = "costsim.deliver_alerts"
+OUTBOX = "notifications.dispatch"
 
 
 def _record(logger: str, level: int, message: str, *args) -> logging.LogRecord:
@@ -21,7 +21,7 @@ def _received(task: str, level: int = logging.INFO) -> logging.LogRecord:
 
 def test_only_the_ten_second_outboxes_are_routine():
     # then
-    assert routine_tasks(settings.CELERY_BEAT_SCHEDULE) == {OUTBOX, "notifications.dispatch"}
+    assert routine_tasks(settings.CELERY_BEAT_SCHEDULE) == {OUTBOX}
 
 
 def test_routine_runs_are_dropped_and_other_tasks_kept():
@@ -35,7 +35,7 @@ def test_routine_runs_are_dropped_and_other_tasks_kept():
         _record("celery.app.trace", logging.INFO, succeeded, {"name": OUTBOX, "id": "1"})
     )
     assert not log_filter.filter(
-        _record("celery.beat", logging.INFO, sending, "costsim-alert-outbox", OUTBOX)
+        _record("celery.beat", logging.INFO, sending, "notifications-dispatch", OUTBOX)
     )
     assert log_filter.filter(_received("analytics.hourly_snapshots"))
     assert log_filter.filter(

@@ -1,3 +1,12 @@
 """The analytics operator console, one module per area."""
 
-from analytics.admin import anomalies, incidents, monitoring, records, snapshots, tenancy  # noqa: F401
+from analytics.admin import (  # noqa: F401
+    anomalies,
+    incidents,
+    jobs,
+    monitoring,
+    records,
+    reservations,
+    snapshots,
+    tenancy,
+)

@@ -17,6 +17,7 @@ from analytics.api.batches import (
 from analytics.api.fields import (
     AwareDateTimeField,
     StrictModelSerializer,
+    StrictSerializer,
     TimeWindowFilterSerializer,
 )
 from analytics.models import Budget, CostRecord, FeatureTag, RunRecord, RunStatus
@@ -49,12 +50,22 @@ class CostRecordSerializer(StrictModelSerializer):
             "provider",
             "input_tokens",
             "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
             "cost_cents",
+            "cost_source",
+            "price_catalog_version",
             "is_retry",
             "created_at",
             "ingested_at",
         )
         read_only_fields = fields
+        extra_kwargs = {
+            "cost_cents": {"help_text": "Null exactly when `cost_source` is `unpriced`."},
+            "price_catalog_version": {
+                "help_text": "The price catalogue consulted; null for client costs."
+            },
+        }
 
 
 class RunRecordSerializer(StrictModelSerializer):
@@ -121,9 +132,21 @@ class BudgetSerializer(StrictModelSerializer):
 class BudgetPeriodStatusSerializer(serializers.Serializer):
     # A period's spend is a sum of records: as wide as a snapshot's total.
     spend_cents = serializers.DecimalField(max_digits=38, decimal_places=6)
+    reserved_cents = serializers.IntegerField(
+        help_text="Held by open budget reservations (`/budgets/reserve/`)."
+    )
+    available_cents = serializers.DecimalField(
+        max_digits=38,
+        decimal_places=6,
+        help_text="limit − spend − reserved; negative once over the limit.",
+    )
     limit_cents = serializers.IntegerField()
-    usage_pct = serializers.FloatField()
+    usage_pct = serializers.FloatField(help_text="Spend as a percentage of the limit.")
     eta_exhausted_at = AwareDateTimeField(allow_null=True)
+    unpriced_records = serializers.IntegerField(
+        help_text="Records of the period stored without a cost (model unknown to the price "
+        "catalogue and the tenant's overrides); spend leaves them out."
+    )
 
 
 class BudgetStatusSerializer(serializers.Serializer):
@@ -157,13 +180,41 @@ class CostRecordInputSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=64)
     provider = serializers.CharField(max_length=64, required=False, allow_null=True)
     input_tokens = serializers.IntegerField(
-        min_value=0, max_value=MAX_RECORD_TOKENS, required=False, default=0
+        min_value=0,
+        max_value=MAX_RECORD_TOKENS,
+        required=False,
+        default=0,
+        help_text="Every input token of the call, cached ones included.",
     )
     output_tokens = serializers.IntegerField(
         min_value=0, max_value=MAX_RECORD_TOKENS, required=False, default=0
     )
+    cache_read_tokens = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_RECORD_TOKENS,
+        required=False,
+        default=0,
+        help_text="The part of input_tokens read from the prompt cache.",
+    )
+    cache_write_tokens = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_RECORD_TOKENS,
+        required=False,
+        default=0,
+        help_text="The part of input_tokens written to the prompt cache; with "
+        "cache_read_tokens at most input_tokens.",
+    )
     cost_cents = serializers.DecimalField(
-        max_digits=14, decimal_places=6, min_value=0, max_value=MAX_RECORD_CENTS
+        max_digits=14,
+        decimal_places=6,
+        min_value=0,
+        max_value=MAX_RECORD_CENTS,
+        required=False,
+        allow_null=True,
+        help_text="The call's cost as the client computed it; always wins. Absent or null: "
+        "priced from model, provider and token counts (input_tokens or output_tokens must "
+        "then be sent) by the tenant's price override in effect at created_at, else the "
+        "price catalogue, else stored `unpriced` without a cost.",
     )
     is_retry = serializers.BooleanField(required=False, default=False)
     created_at = AwareDateTimeField(
@@ -197,6 +248,21 @@ class UnclassifiedSummarySerializer(serializers.Serializer):
     )
 
 
+class PricingSummarySerializer(serializers.Serializer):
+    catalog = serializers.IntegerField(help_text="Accepted records priced by the catalogue.")
+    override = serializers.IntegerField(
+        help_text="Accepted records priced by one of the tenant's price overrides."
+    )
+    unpriced = serializers.IntegerField(
+        help_text="Accepted records stored without a cost: neither the catalogue nor an "
+        "override knows the model."
+    )
+    unpriced_models = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Their models, sorted; add an override under /model-prices/ and reprice.",
+    )
+
+
 class IngestResultSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="Records written.")
     duplicates = serializers.IntegerField(
@@ -206,6 +272,9 @@ class IngestResultSerializer(serializers.Serializer):
     unclassified = UnclassifiedSummarySerializer(
         help_text="Register a tag under /feature-tags/ (or reactivate it) for later records "
         "to keep it."
+    )
+    pricing = PricingSummarySerializer(
+        help_text="How the accepted records sent without cost_cents were priced."
     )
 
 
@@ -245,3 +314,50 @@ class RunUpsertResultSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
+
+
+# --- reprice ---------------------------------------------------------------------------------
+
+
+class RepriceInputSerializer(StrictSerializer):
+    since = AwareDateTimeField(
+        allow_date=True,
+        help_text="Records created at or after this instant (a date: midnight UTC).",
+    )
+    until = AwareDateTimeField(
+        allow_date=True,
+        required=False,
+        help_text="Records created before this instant (a date: midnight UTC); default: no end.",
+    )
+    model = serializers.CharField(
+        max_length=64, required=False, help_text="Only records of this model name."
+    )
+    dry_run = serializers.BooleanField(
+        required=False, default=False, help_text="Report what would change; write nothing."
+    )
+
+    def validate(self, attrs):
+        until = attrs.get("until")
+        if until is not None and attrs["since"] >= until:
+            raise serializers.ValidationError({"since": ["must be before 'until'"]})
+        return attrs
+
+
+class RepriceResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    records_examined = serializers.IntegerField(
+        help_text="Records in the range priced by the service (client costs are never repriced)."
+    )
+    rows_changed = serializers.IntegerField(
+        help_text="Records whose cost or cost_source changed (dry run: would change)."
+    )
+    cents_delta = serializers.DecimalField(
+        max_digits=38,
+        decimal_places=6,
+        help_text="New minus old cost over the changed records, unpriced counting as 0.",
+    )
+    newly_priced = serializers.IntegerField(help_text="Unpriced records that now have a cost.")
+    newly_unpriced = serializers.IntegerField(help_text="Records that lost their price.")
+    snapshots_marked_stale = serializers.IntegerField(
+        help_text="Complete snapshots of the changed periods marked stale (dry run: would be)."
+    )

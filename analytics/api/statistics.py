@@ -22,6 +22,7 @@ from analytics.api.statistics_serializers import (
     CostStatisticsSerializer,
     UsageStatisticsSerializer,
 )
+from analytics.db import replica_reads, replica_stream
 from analytics.selectors.statistics import DAY, RESOLUTIONS, StatisticsWindow
 from analytics.services.statistics import (
     cost_csv_lines,
@@ -135,7 +136,8 @@ class UsageStatisticsView(APIView):
     @extend_schema(parameters=STATISTICS_PARAMETERS, responses=UsageStatisticsSerializer)
     def get(self, request):
         window = parse_statistics_query(request.query_params)
-        return Response(usage_statistics(tenant=request_tenant(request), window=window))
+        with replica_reads():
+            return Response(usage_statistics(tenant=request_tenant(request), window=window))
 
 
 class CostStatisticsView(APIView):
@@ -144,7 +146,8 @@ class CostStatisticsView(APIView):
     @extend_schema(parameters=STATISTICS_PARAMETERS, responses=CostStatisticsSerializer)
     def get(self, request):
         window = parse_statistics_query(request.query_params)
-        return Response(cost_statistics(tenant=request_tenant(request), window=window))
+        with replica_reads():
+            return Response(cost_statistics(tenant=request_tenant(request), window=window))
 
 
 class _ExportView(APIView):
@@ -157,7 +160,8 @@ class _ExportView(APIView):
     def get(self, request):
         window = parse_statistics_query(request.query_params)
         response = StreamingHttpResponse(
-            self.lines(tenant=request_tenant(request), window=window), content_type="text/csv"
+            replica_stream(self.lines(tenant=request_tenant(request), window=window)),
+            content_type="text/csv",
         )
         response["Content-Disposition"] = (
             f'attachment; filename="{csv_filename(self.kind, window)}"'

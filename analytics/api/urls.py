@@ -8,12 +8,23 @@ from analytics.api import (
     anomalies,
     detection_settings,
     incidents,
+    model_prices,
+    reservations,
     snapshots,
     statistics,
     views,
 )
 
-MODULES = (views, statistics, snapshots, anomalies, incidents, detection_settings)
+MODULES = (
+    views,
+    statistics,
+    snapshots,
+    anomalies,
+    incidents,
+    detection_settings,
+    reservations,
+    model_prices,
+)
 
 
 def register(router) -> list:

@@ -27,14 +27,16 @@ from analytics.api.serializers import (
     CostRecordSerializer,
     FeatureTagSerializer,
     IngestResultSerializer,
+    RepriceInputSerializer,
+    RepriceResultSerializer,
     RunBatchInputSerializer,
     RunFilterSerializer,
     RunRecordSerializer,
     RunUpsertResultSerializer,
 )
 from analytics.api.viewsets import TenantScopedMixin
-from analytics.models import Budget, BudgetPeriod, CostRecord, FeatureTag, RunRecord, RunStatus
-from analytics.selectors.budgets import budget_period_status
+from analytics.models import Budget, CostRecord, FeatureTag, RunRecord, RunStatus
+from analytics.selectors.budgets import budget_status
 from analytics.selectors.records import (
     budget_list,
     cost_record_list,
@@ -54,6 +56,7 @@ from analytics.services.ingest import (
     cost_records_ingest,
     run_records_upsert,
 )
+from analytics.services.pricing import cost_records_reprice
 
 TERMINAL_IMMUTABLE = "run is terminal and immutable"
 
@@ -197,6 +200,22 @@ class CostRecordViewSet(
             ) from None
         return Response(IngestResultSerializer(result).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=RepriceInputSerializer, responses=RepriceResultSerializer)
+    @action(detail=False, methods=["post"])
+    def reprice(self, request):
+        """Recompute the costs the service computed (catalogue, override, unpriced; never a
+        client cost) for the tenant's records created in [since, until) with today's
+        catalogue and price overrides."""
+        data = validated(RepriceInputSerializer, request.data)
+        result = cost_records_reprice(
+            tenant=self.get_tenant(),
+            since=data["since"],
+            until=data.get("until"),
+            model=data.get("model"),
+            dry_run=data["dry_run"],
+        )
+        return Response(RepriceResultSerializer(result).data)
+
 
 @extend_schema_view(
     list=extend_schema(
@@ -313,11 +332,8 @@ class BudgetViewSet(SchemaSafeMixin, TenantScopedMixin, viewsets.ModelViewSet):
     @extend_schema(responses=BudgetStatusSerializer)
     @action(detail=True, methods=["get"], url_path="status", url_name="status")
     def period_status(self, request, pk=None):
-        """Spend, usage and burn-down ETA of the current UTC day and month."""
+        """Spend, reserved, available, usage and burn-down ETA of the current UTC day and
+        month."""
         budget = self.get_object()
-        now = timezone.now()
-        body = {
-            period: budget_period_status(budget=budget, period=period, at=now)
-            for period in (BudgetPeriod.DAILY, BudgetPeriod.MONTHLY)
-        }
+        body = budget_status(budget=budget, at=timezone.now())
         return Response(BudgetStatusSerializer(body).data)

@@ -18,7 +18,10 @@ from analytics.models.incidents import (
     IncidentKind,
     PlannedActivity,
 )
-from analytics.models.records import Budget, CostRecord, FeatureTag, RunRecord
+from analytics.models.jobs import JobChunk, JobChunkStatus, JobRun, JobRunStatus
+from analytics.models.pricing import ModelPriceOverride
+from analytics.models.records import Budget, CostRecord, CostSource, FeatureTag, RunRecord
+from analytics.models.reservations import BudgetReservation
 from analytics.models.snapshots import Baseline, CostSnapshot, SnapshotAggregate
 from analytics.models.tenancy import ApiKey, Tenant
 
@@ -31,10 +34,12 @@ __all__ = [
     "Baseline",
     "BreachHistory",
     "Budget",
+    "BudgetReservation",
     "BudgetPeriod",
     "BudgetType",
     "CostRecord",
     "CostSnapshot",
+    "CostSource",
     "DerivedCause",
     "DetectionSettings",
     "DriftTracking",
@@ -43,6 +48,11 @@ __all__ = [
     "FeedbackLabel",
     "Incident",
     "IncidentKind",
+    "JobChunk",
+    "JobChunkStatus",
+    "JobRun",
+    "JobRunStatus",
+    "ModelPriceOverride",
     "PlannedActivity",
     "RunRecord",
     "RunStatus",

@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from analytics.db import read_connection
 from analytics.models import Anomaly, Tenant
 
 
@@ -79,7 +79,7 @@ def anomaly_daily_series(
     last = min(anomaly.anomaly_date + timedelta(days=days_after), today)
     if last < first:
         return []
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(
             _DAILY_SERIES_SQL,
             {

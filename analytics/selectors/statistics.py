@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
-
+from analytics.db import read_connection
 from analytics.models import CostSnapshot, SnapshotStatus, SnapshotType, Tenant
 
 HOUR, DAY = "hour", "day"
@@ -75,17 +74,18 @@ _RAW_RECORDS = """
 # Token sums stay numeric (a sum of bigints can pass a bigint, as a snapshot's can); the rows
 # hold them as Decimal and the statistics service turns them into ints.
 _COST_SERIES = f"""
-SELECT bucket, spend, requests, input_tokens, output_tokens FROM (
+SELECT bucket, spend, requests, input_tokens, output_tokens, unpriced FROM (
     SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket,
-           SUM(r.cost_cents) AS spend,
+           COALESCE(SUM(r.cost_cents), 0) AS spend,
            COUNT(*)::bigint AS requests,
            SUM(r.input_tokens) AS input_tokens,
-           SUM(r.output_tokens) AS output_tokens
+           SUM(r.output_tokens) AS output_tokens,
+           COUNT(*) FILTER (WHERE r.cost_source = 'unpriced')::bigint AS unpriced
     {_RAW_RECORDS}
     GROUP BY 1
     UNION ALL
     SELECT s.period_start, a.total_cost_cents, a.request_count, a.total_input_tokens,
-           a.total_output_tokens
+           a.total_output_tokens, a.unpriced_records
     FROM analytics_costsnapshot s
     JOIN analytics_snapshotaggregate a ON a.snapshot_id = s.id AND a.entity_type = 'tenant'
     WHERE s.id = ANY(%(snapshots)s::bigint[])
@@ -123,27 +123,30 @@ ORDER BY bucket
 # group through GROUP BY, which treats NULL keys as equal. Groups without requests (the
 # untagged row when nothing was untagged) are dropped.
 _COST_BREAKDOWN = f"""
-SELECT dimension, key, SUM(spend), SUM(requests)::bigint, SUM(input_tokens), SUM(output_tokens)
+SELECT dimension, key, SUM(spend), SUM(requests)::bigint, SUM(input_tokens), SUM(output_tokens),
+       SUM(unpriced)::bigint
 FROM (
     SELECT CASE WHEN GROUPING(p.model) = 0 THEN 'model' ELSE 'feature' END AS dimension,
            CASE WHEN GROUPING(p.model) = 0 THEN p.model ELSE p.feature_tag END AS key,
            SUM(p.spend) AS spend,
            SUM(p.requests) AS requests,
            SUM(p.input_tokens) AS input_tokens,
-           SUM(p.output_tokens) AS output_tokens
+           SUM(p.output_tokens) AS output_tokens,
+           SUM(p.unpriced) AS unpriced
     FROM (
         SELECT r.model, r.feature_tag,
-               SUM(r.cost_cents) AS spend,
+               COALESCE(SUM(r.cost_cents), 0) AS spend,
                COUNT(*) AS requests,
                SUM(r.input_tokens) AS input_tokens,
-               SUM(r.output_tokens) AS output_tokens
+               SUM(r.output_tokens) AS output_tokens,
+               COUNT(*) FILTER (WHERE r.cost_source = 'unpriced') AS unpriced
         {_RAW_RECORDS}
         GROUP BY r.model, r.feature_tag
     ) p
     GROUP BY GROUPING SETS ((p.model), (p.feature_tag))
     UNION ALL
     SELECT a.entity_type, a.entity_id, SUM(a.total_cost_cents), SUM(a.request_count),
-           SUM(a.total_input_tokens), SUM(a.total_output_tokens)
+           SUM(a.total_input_tokens), SUM(a.total_output_tokens), SUM(a.unpriced_records)
     FROM analytics_snapshotaggregate a
     WHERE a.snapshot_id = ANY(%(snapshots)s::bigint[]) AND a.entity_type IN ('model', 'feature')
     GROUP BY a.entity_type, a.entity_id
@@ -156,7 +159,9 @@ FROM (
            SUM(CASE WHEN a.entity_type = 'tenant' THEN a.total_input_tokens
                     ELSE -a.total_input_tokens END),
            SUM(CASE WHEN a.entity_type = 'tenant' THEN a.total_output_tokens
-                    ELSE -a.total_output_tokens END)
+                    ELSE -a.total_output_tokens END),
+           SUM(CASE WHEN a.entity_type = 'tenant' THEN a.unpriced_records
+                    ELSE -a.unpriced_records END)
     FROM analytics_snapshotaggregate a
     WHERE a.snapshot_id = ANY(%(snapshots)s::bigint[]) AND a.entity_type IN ('tenant', 'feature')
 ) x
@@ -183,7 +188,7 @@ def _query(
 
 
 def _fetch_all(sql: str, params: dict) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -191,7 +196,7 @@ def _fetch_all(sql: str, params: dict) -> list[tuple]:
 def _stream(sql: str, params: dict, chunk_size: int = 500) -> Iterator[tuple]:
     # A server-side cursor: rows travel in chunks, so memory stays flat however long the
     # series is.
-    with connection.chunked_cursor() as cursor:
+    with read_connection().chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):
             yield from rows
@@ -241,3 +246,56 @@ def newest_record_at(
     `include_runs`); None when the window holds none."""
     params = {"tenant": tenant.pk, "start": window.start, "end": window.end, "runs": include_runs}
     return _fetch_all(_NEWEST_RECORD, params)[0][0]
+
+
+# The cost series split by model and by feature tag, bucket by bucket: the same two sources
+# and the same untagged rule as _COST_BREAKDOWN, grouped per bucket as well. Within a bucket
+# the model rows and the feature rows each add up to that bucket's spend in _COST_SERIES.
+_COST_BREAKDOWN_SERIES = f"""
+SELECT bucket, dimension, key, SUM(spend) FROM (
+    SELECT p.bucket,
+           CASE WHEN GROUPING(p.model) = 0 THEN 'model' ELSE 'feature' END AS dimension,
+           CASE WHEN GROUPING(p.model) = 0 THEN p.model ELSE p.feature_tag END AS key,
+           SUM(p.spend) AS spend,
+           SUM(p.requests) AS requests
+    FROM (
+        SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket, r.model, r.feature_tag,
+               COALESCE(SUM(r.cost_cents), 0) AS spend,
+               COUNT(*) AS requests
+        {_RAW_RECORDS}
+        GROUP BY 1, r.model, r.feature_tag
+    ) p
+    GROUP BY GROUPING SETS ((p.bucket, p.model), (p.bucket, p.feature_tag))
+    UNION ALL
+    SELECT s.period_start, a.entity_type, a.entity_id, a.total_cost_cents, a.request_count
+    FROM analytics_costsnapshot s
+    JOIN analytics_snapshotaggregate a ON a.snapshot_id = s.id
+    WHERE s.id = ANY(%(snapshots)s::bigint[]) AND a.entity_type IN ('model', 'feature')
+    UNION ALL
+    SELECT s.period_start, 'feature', NULL,
+           SUM(CASE WHEN a.entity_type = 'tenant' THEN a.total_cost_cents
+                    ELSE -a.total_cost_cents END),
+           SUM(CASE WHEN a.entity_type = 'tenant' THEN a.request_count
+                    ELSE -a.request_count END)
+    FROM analytics_costsnapshot s
+    JOIN analytics_snapshotaggregate a ON a.snapshot_id = s.id
+    WHERE s.id = ANY(%(snapshots)s::bigint[]) AND a.entity_type IN ('tenant', 'feature')
+    GROUP BY s.period_start
+) x
+GROUP BY bucket, dimension, key
+HAVING SUM(requests) > 0
+ORDER BY bucket
+"""
+
+
+def cost_breakdown_series(
+    *, tenant: Tenant, window: StatisticsWindow, coverage: Coverage
+) -> list[tuple]:
+    """(bucket, dimension, key, spend_cents) rows, oldest bucket first.
+
+    Per bucket, the `model` rows and the `feature` rows each sum to the bucket's spend in
+    `cost_series`; the feature key is None for untagged records.
+    """
+    return _fetch_all(
+        *_query(_COST_BREAKDOWN_SERIES, tenant=tenant, window=window, coverage=coverage)
+    )

@@ -11,7 +11,6 @@ from datetime import date
 from django.db import transaction
 from django.utils import timezone
 
-from analytics import metrics
 from analytics.models import Tenant
 from analytics.selectors.incidents import DetectionContext
 from analytics.services.anomaly_rules import (
@@ -24,7 +23,7 @@ from analytics.services.anomaly_rules import (
 )
 from analytics.services.anomaly_upsert import anomaly_candidates_upsert
 from analytics.services.incidents import DETECTION_LOCK_CLASS, incidents_record
-from analytics.services.tenants import tenants_run_each
+from analytics.services.jobs import JobReport, TenantJob, tenant_job_run
 
 
 def anomalies_detect(*, tenant: Tenant, as_of: date | None = None, dry_run: bool = False) -> dict:
@@ -76,23 +75,39 @@ def _detect(*, tenant: Tenant, as_of: date | None) -> dict:
     }
 
 
+def _detect_work(tenant: Tenant, params: dict) -> dict:
+    as_of = params.get("as_of")
+    return anomalies_detect(tenant=tenant, as_of=date.fromisoformat(as_of) if as_of else None)
+
+
+def _detect_counts(result: dict) -> dict[str, int]:
+    return {key: result[key] for key in DETECTION_KEYS}
+
+
+DETECTION_KEYS = ("detected", "created", "updated", "opened")
+# Fanned out, every chunk of a run detects for the day the run was dispatched on.
+DETECT_ANOMALIES = TenantJob(
+    name="detect_anomalies",
+    work=_detect_work,
+    counts=_detect_counts,
+    keys=DETECTION_KEYS,
+    params=lambda now: {"as_of": now.date().isoformat()},
+)
+
+
 def anomalies_detect_active_tenants(
     *, as_of: date | None = None, tenants: Sequence[Tenant] | None = None, progress=None
-) -> dict:
+) -> JobReport:
     """Detect for each active tenant (or the given ones), each in its own transaction.
 
-    A failing tenant is logged and counted, and the others still run. `progress`, when
+    A failing tenant is logged and reported, and the others still run. `progress`, when
     given, is called with (tenant, result or None, error or None) after each tenant.
+    Returns the job report; `totals` holds detected, created, updated and opened.
     """
-    succeeded, failed = tenants_run_each(
-        lambda tenant: anomalies_detect(tenant=tenant, as_of=as_of),
-        label="Anomaly detection",
+    report = tenant_job_run(
+        DETECT_ANOMALIES,
+        params={"as_of": as_of.isoformat() if as_of else None},
         tenants=tenants,
         on_tenant_done=progress,
     )
-    totals = {"succeeded": len(succeeded), "failed": len(failed)}
-    for key in ("detected", "created", "updated", "opened"):
-        totals[key] = sum(result[key] for _, result in succeeded)
-    outcome = "failed" if totals["failed"] else "success"
-    metrics.job_runs_total.labels(job="detect_anomalies", outcome=outcome).inc()
-    return totals
+    return report.finish()

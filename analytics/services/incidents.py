@@ -54,6 +54,7 @@ from analytics.services.anomaly_lifecycle import (
     anomalies_resolve,
 )
 from analytics.services.expectation import Scope, WindowJudgement
+from analytics.services.locks import LockId
 from analytics.signals import (
     incident_changed,
     incident_escalated,
@@ -80,7 +81,7 @@ ENTITY_TENANT_Z = 1.5
 SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # One transaction-scoped advisory lock per tenant (classid, tenant id): detection runs for
 # the same tenant queue up, so two of them never open the same incident twice.
-DETECTION_LOCK_CLASS = 7010
+DETECTION_LOCK_CLASS = int(LockId.DETECTION)
 
 
 # --- The gate -----------------------------------------------------------------------------

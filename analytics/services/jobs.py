@@ -1,66 +1,79 @@
-"""Scheduled snapshot jobs and snapshot backfills (SPEC.md §6, §7).
+"""The job toolkit: one report type, one per-tenant runner, and the scheduled snapshot jobs.
 
-Each tenant's work runs in its own transaction; a tenant that fails is logged and the loop
-moves on. Everything written is an upsert on a natural key, so a job that runs twice, or
-two copies side by side, leave the same rows (the snapshot row lock serialises two
-computations of one period).
+A per-tenant job is a `TenantJob`: what to do for one tenant (`work`), which counters its
+result adds to the run's report, and the parameters every tenant of one run shares. The
+same spec runs inline (`tenant_job_run`: commands, tests, one process) and fanned out over
+Celery workers (`analytics.services.job_runs`: tenant chunks), so the two cannot disagree.
+
+Each tenant's work runs in its own transaction; a tenant that fails is logged, reported and
+the loop moves on. Everything written is an upsert on a natural key, so a job that runs
+twice, or two copies side by side, leave the same rows (the snapshot row lock serialises
+two computations of one period).
 """
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from analytics import metrics
 from analytics.models import CostSnapshot, SnapshotStatus, SnapshotType, Tenant
 from analytics.selectors.snapshots import snapshots_stale_recent
 from analytics.services.evaluation import snapshot_evaluate
+from analytics.services.locks import LockId, leader_lock
 from analytics.services.snapshots import (
     BASELINE_WINDOWS,
     baseline_compute,
     snapshot_compute,
     utc_midnight,
 )
+from analytics.services.tenants import TenantDone, tenants_run_each
 
 logger = logging.getLogger(__name__)
 
-# The daily snapshot/baseline job and multi-period backfills (SPEC.md §6.1). The registry
-# lives in costsim, which analytics must not import, so the statements are issued here.
-DAILY_LOCK_ID = 7004
+# The inline daily snapshot job and multi-period backfills exclude each other with it.
+DAILY_LOCK_ID = int(LockId.SNAPSHOTS_DAILY)
 # Stale snapshots are recomputed by the hourly job while their period ended this recently.
 STALE_RECOMPUTE_HOURS = 48
 
 SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
 
 
+# --- the report ----------------------------------------------------------------------------
+
+
 @dataclass
 class JobReport:
-    """What a job run did; returned by tasks (JSON) and printed by commands."""
+    """What a job run did; returned by services, as JSON by tasks, printed by commands.
+
+    `totals` sums the counters of the tenants that succeeded (a job's own names: snapshots,
+    created, feedback_created...); `failed_tenants` lists the slugs of those that did not.
+    """
 
     job: str
     outcome: str = SUCCESS
     tenants: int = 0
     failed_tenants: list[str] = field(default_factory=list)
-    snapshots: int = 0
-    failed_snapshots: int = 0
-    recomputed: int = 0
-    evaluated: int = 0
-    triggered: int = 0
-    baselines: int = 0
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        for name, value in counts.items():
+            self.totals[name] = self.totals.get(name, 0) + value
 
     def merge(self, other: "JobReport") -> None:
-        for name in ("snapshots", "failed_snapshots", "recomputed", "evaluated", "triggered"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.baselines += other.baselines
+        self.tenants += other.tenants
+        self.failed_tenants.extend(other.failed_tenants)
+        self.add(other.totals)
 
     def finish(self) -> "JobReport":
         """Settle the outcome (failed = at least one tenant failed) and count the run."""
-        if self.outcome != SKIPPED and (self.failed_tenants or self.failed_snapshots):
+        if self.outcome != SKIPPED and self.failed_tenants:
             self.outcome = FAILED
         metrics.job_runs_total.labels(job=self.job, outcome=self.outcome).inc()
         return self
@@ -69,59 +82,169 @@ class JobReport:
         return asdict(self)
 
 
-@contextmanager
-def advisory_lock(lock_id: int) -> Iterator[bool]:
-    """Yield whether this connection got the session advisory lock; never waits.
+# --- the per-tenant runner -----------------------------------------------------------------
 
-    Taken and released on the same connection, as a session lock belongs to the connection
-    that took it (PostgreSQL drops it if the process dies).
+
+@dataclass(frozen=True)
+class TenantJob:
+    """A job that runs once per active tenant; see the module docstring.
+
+    `work(tenant, params)` does one tenant's work inside its transaction; `counts(result)`
+    names what it did; `failed(result)` marks a tenant failed whose work committed anyway
+    (a snapshot stored as `failed`, kept visible for operators). `params(now)` fixes at
+    dispatch what every tenant of the run computes for, as JSON; `period` is the beat tick a
+    run belongs to. `shared_lock`: chunks of a fanned-out run hold it shared, so a job that
+    takes it exclusively (a snapshot backfill) and the run's chunks exclude each other.
     """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_id])
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+
+    name: str
+    work: Callable[[Tenant, dict], Any]
+    counts: Callable[[Any], Mapping[str, int]]
+    keys: tuple[str, ...]
+    params: Callable[[datetime], dict] = lambda now: {}
+    period: Callable[[datetime], datetime] = lambda now: now.replace(
+        minute=0, second=0, microsecond=0
+    )
+    failed: Callable[[Any], bool] | None = None
+    shared_lock: LockId | None = None
 
 
-def active_tenants() -> Iterable[Tenant]:
-    return Tenant.objects.active()
+def tenant_job_run(
+    spec: TenantJob,
+    *,
+    params: dict | None = None,
+    tenants: Iterable[Tenant] | None = None,
+    on_tenant_done: TenantDone | None = None,
+    now: datetime | None = None,
+) -> JobReport:
+    """Run `spec` inline for each tenant (default: every active one), one transaction each.
+
+    Returns the report without settling it; callers `finish()` it when the run is a job
+    of its own. `on_tenant_done(tenant, result, error)` sees each tenant's raw result.
+    """
+    params = spec.params(now or timezone.now()) if params is None else params
+    report = JobReport(job=spec.name, totals=dict.fromkeys(spec.keys, 0))
+
+    def done(tenant: Tenant, result: Any, error: Exception | None) -> None:
+        report.tenants += 1
+        if error is None:
+            report.add(spec.counts(result))
+        if error is not None or (spec.failed is not None and spec.failed(result)):
+            report.failed_tenants.append(tenant.slug)
+        if on_tenant_done:
+            on_tenant_done(tenant, result, error)
+
+    tenants_run_each(
+        lambda tenant: spec.work(tenant, params),
+        label=spec.name,
+        tenants=tenants,
+        on_tenant_done=done,
+    )
+    return report
+
+
+# --- snapshot jobs -------------------------------------------------------------------------
 
 
 def _threshold(threshold_pct: float | None) -> float:
     return settings.ANALYTICS_SNAPSHOT_THRESHOLD_PCT if threshold_pct is None else threshold_pct
 
 
-def _evaluate(snapshot: CostSnapshot, threshold_pct: float, report: JobReport) -> None:
+def _evaluate(snapshot: CostSnapshot, threshold_pct: float, counts: Counter) -> None:
     """Evaluate a complete snapshot; a failed one is only counted."""
     if snapshot.status != SnapshotStatus.COMPLETE:
-        report.failed_snapshots += 1
+        counts["failed_snapshots"] += 1
         return
     result = snapshot_evaluate(snapshot=snapshot, threshold_pct=threshold_pct)
-    report.evaluated += result["evaluated"]
-    report.triggered += result["triggered"]
+    counts["evaluated"] += result["evaluated"]
+    counts["triggered"] += result["triggered"]
 
 
-def _run_per_tenant(report: JobReport, tenants: Iterable[Tenant], work) -> None:
-    for tenant in tenants:
-        report.tenants += 1
-        tenant_report = JobReport(job=report.job)
-        try:
-            with transaction.atomic():
-                work(tenant, tenant_report)
-        except Exception:
-            logger.exception("%s failed for tenant %s", report.job, tenant.slug)
-            report.failed_tenants.append(tenant.slug)
-            continue
-        # A failed snapshot is committed as `failed`, so its error stays visible until an
-        # operator recomputes it (admin action or compute_snapshots), and it marks the
-        # tenant as failed in the report.
-        if tenant_report.failed_snapshots:
-            report.failed_tenants.append(tenant.slug)
-        report.merge(tenant_report)
+SNAPSHOT_KEYS = ("snapshots", "failed_snapshots", "recomputed", "evaluated", "triggered")
+
+
+def _hourly_work(tenant: Tenant, params: dict) -> Counter:
+    """Snapshot and evaluate the hour `params` names, then recompute and re-evaluate the
+    tenant's stale snapshots whose period ended in the 48 hours before `now`."""
+    now = datetime.fromisoformat(params["now"])
+    threshold = params["threshold_pct"]
+    counts: Counter = Counter()
+    snapshot = snapshot_compute(
+        tenant=tenant,
+        snapshot_type=SnapshotType.HOURLY,
+        period_start=datetime.fromisoformat(params["period_start"]),
+    )
+    counts["snapshots"] += 1
+    _evaluate(snapshot, threshold, counts)
+    stale_snapshots = list(
+        snapshots_stale_recent(tenant=tenant, now=now, hours=STALE_RECOMPUTE_HOURS)
+    )
+    for stale in stale_snapshots:
+        snapshot = snapshot_compute(
+            tenant=tenant, snapshot_type=stale.snapshot_type, period_start=stale.period_start
+        )
+        counts["recomputed"] += 1
+        _evaluate(snapshot, threshold, counts)
+    return counts
+
+
+def _hourly_params(now: datetime, threshold_pct: float | None = None) -> dict:
+    period_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    return {
+        "now": now.isoformat(),
+        "period_start": period_start.isoformat(),
+        "threshold_pct": _threshold(threshold_pct),
+    }
+
+
+def _daily_work(tenant: Tenant, params: dict) -> Counter:
+    """Snapshot and evaluate the day before `today` (which computes the baselines as of
+    that day first), then compute the 7- and 30-day baselines as of `today`."""
+    today = date.fromisoformat(params["today"])
+    counts: Counter = Counter()
+    snapshot = snapshot_compute(
+        tenant=tenant,
+        snapshot_type=SnapshotType.DAILY,
+        period_start=utc_midnight(today - timedelta(days=1)),
+    )
+    counts["snapshots"] += 1
+    _evaluate(snapshot, params["threshold_pct"], counts)
+    for window_days in BASELINE_WINDOWS:
+        counts["baselines"] += len(
+            baseline_compute(tenant=tenant, window_days=window_days, as_of=today)
+        )
+    return counts
+
+
+def _daily_params(now: datetime, threshold_pct: float | None = None) -> dict:
+    return {"today": now.date().isoformat(), "threshold_pct": _threshold(threshold_pct)}
+
+
+def _snapshot_failed(counts: Counter) -> bool:
+    # A failed snapshot is committed as `failed`, so its error stays visible until an
+    # operator recomputes it (admin action or compute_snapshots), and it marks the tenant
+    # as failed in the report.
+    return counts["failed_snapshots"] > 0
+
+
+HOURLY_SNAPSHOTS = TenantJob(
+    name="hourly_snapshots",
+    work=_hourly_work,
+    counts=dict,
+    keys=SNAPSHOT_KEYS,
+    params=_hourly_params,
+    failed=_snapshot_failed,
+)
+DAILY_SNAPSHOTS = TenantJob(
+    name="daily_snapshots",
+    work=_daily_work,
+    counts=dict,
+    keys=(*SNAPSHOT_KEYS, "baselines"),
+    params=_daily_params,
+    period=lambda now: utc_midnight(now.date()),
+    failed=_snapshot_failed,
+    shared_lock=LockId.SNAPSHOTS_DAILY,
+)
 
 
 def hourly_snapshots_run(
@@ -130,28 +253,8 @@ def hourly_snapshots_run(
     """Per active tenant: snapshot and evaluate the previous full hour, then recompute and
     re-evaluate the tenant's stale snapshots whose period ended in the last 48 hours."""
     now = now or timezone.now()
-    threshold = _threshold(threshold_pct)
-    period_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-
-    def work(tenant: Tenant, tenant_report: JobReport) -> None:
-        snapshot = snapshot_compute(
-            tenant=tenant, snapshot_type=SnapshotType.HOURLY, period_start=period_start
-        )
-        tenant_report.snapshots += 1
-        _evaluate(snapshot, threshold, tenant_report)
-        stale_snapshots = list(
-            snapshots_stale_recent(tenant=tenant, now=now, hours=STALE_RECOMPUTE_HOURS)
-        )
-        for stale in stale_snapshots:
-            snapshot = snapshot_compute(
-                tenant=tenant, snapshot_type=stale.snapshot_type, period_start=stale.period_start
-            )
-            tenant_report.recomputed += 1
-            _evaluate(snapshot, threshold, tenant_report)
-
-    report = JobReport(job="hourly_snapshots")
-    _run_per_tenant(report, active_tenants(), work)
-    return report.finish()
+    params = _hourly_params(now, threshold_pct)
+    return tenant_job_run(HOURLY_SNAPSHOTS, params=params).finish()
 
 
 def daily_snapshots_run(
@@ -161,29 +264,13 @@ def daily_snapshots_run(
     baselines as of yesterday first), then compute the 7- and 30-day baselines as of today.
     Reports `skipped` without touching anything when another process holds the lock."""
     now = now or timezone.now()
-    threshold = _threshold(threshold_pct)
-    today = now.date()
-    report = JobReport(job="daily_snapshots")
-
-    def work(tenant: Tenant, tenant_report: JobReport) -> None:
-        snapshot = snapshot_compute(
-            tenant=tenant,
-            snapshot_type=SnapshotType.DAILY,
-            period_start=utc_midnight(today - timedelta(days=1)),
-        )
-        tenant_report.snapshots += 1
-        _evaluate(snapshot, threshold, tenant_report)
-        for window_days in BASELINE_WINDOWS:
-            tenant_report.baselines += len(
-                baseline_compute(tenant=tenant, window_days=window_days, as_of=today)
-            )
-
-    with advisory_lock(DAILY_LOCK_ID) as acquired:
+    params = _daily_params(now, threshold_pct)
+    with leader_lock(LockId.SNAPSHOTS_DAILY) as acquired:
         if not acquired:
             logger.info("daily_snapshots skipped: lock %s is held elsewhere", DAILY_LOCK_ID)
-            report.outcome = SKIPPED
+            report = JobReport(job=DAILY_SNAPSHOTS.name, outcome=SKIPPED)
             return report.finish()
-        _run_per_tenant(report, active_tenants(), work)
+        report = tenant_job_run(DAILY_SNAPSHOTS, params=params)
     return report.finish()
 
 
@@ -230,38 +317,38 @@ def snapshots_compute_periods(
     failure costs one period. Returns the report without recording a job metric.
     """
     threshold = _threshold(threshold_pct)
-    report = JobReport(job=job)
+    report = JobReport(job=job, totals=dict.fromkeys(SNAPSHOT_KEYS, 0))
     for tenant in tenants:
         report.tenants += 1
-        failures_before = report.failed_snapshots
+        failures_before = report.totals["failed_snapshots"]
         for period_start, snapshot_type in periods:
             label = f"{tenant.slug} {snapshot_type} {period_start:%Y-%m-%dT%H:%M}Z"
-            step = JobReport(job=job)
+            step: Counter = Counter()
             try:
                 with transaction.atomic():
                     snapshot = snapshot_compute(
                         tenant=tenant, snapshot_type=snapshot_type, period_start=period_start
                     )
-                    step.snapshots += 1
+                    step["snapshots"] += 1
                     if evaluate:
                         _evaluate(snapshot, threshold, step)
                     elif snapshot.status != SnapshotStatus.COMPLETE:
-                        step.failed_snapshots += 1
+                        step["failed_snapshots"] += 1
             except Exception as exc:
                 logger.exception("Snapshot %s failed", label)
-                report.failed_snapshots += 1
+                report.totals["failed_snapshots"] += 1
                 if progress:
                     progress(f"{label}: error {exc.__class__.__name__}: {exc}")
                 continue
-            report.merge(step)
+            report.add(step)
             if progress:
                 progress(_progress_line(label, snapshot, step if evaluate else None))
-        if report.failed_snapshots > failures_before:
+        if report.totals["failed_snapshots"] > failures_before:
             report.failed_tenants.append(tenant.slug)
     return report
 
 
-def _progress_line(label: str, snapshot: CostSnapshot, evaluation: JobReport | None) -> str:
+def _progress_line(label: str, snapshot: CostSnapshot, evaluation: Counter | None) -> str:
     if snapshot.status != SnapshotStatus.COMPLETE:
         return f"{label}: {snapshot.status} v{snapshot.version}: {snapshot.error_message}"
     line = (
@@ -269,7 +356,7 @@ def _progress_line(label: str, snapshot: CostSnapshot, evaluation: JobReport | N
         f"{snapshot.computation_ms} ms"
     )
     if evaluation is not None:
-        line += f"; evaluated {evaluation.evaluated}, triggered {evaluation.triggered}"
+        line += f"; evaluated {evaluation['evaluated']}, triggered {evaluation['triggered']}"
     return line
 
 
@@ -291,7 +378,7 @@ def snapshots_backfill(
     """
     now = now or timezone.now()
     periods = snapshot_periods(snapshot_types=snapshot_types, since=since, until=until, now=now)
-    with advisory_lock(DAILY_LOCK_ID) as acquired:
+    with leader_lock(LockId.SNAPSHOTS_DAILY) as acquired:
         if not acquired:
             report = JobReport(job="snapshot_backfill", outcome=SKIPPED)
             return report.finish()

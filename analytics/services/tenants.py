@@ -50,12 +50,18 @@ def tenants_run_each(
     label: str,
     tenants: Iterable[Tenant] | None = None,
     on_tenant_done: TenantDone | None = None,
+    reraise: tuple[type[Exception], ...] = (),
 ) -> tuple[list[tuple[Tenant, Any]], list[Tenant]]:
     """Call `work(tenant)` for each tenant (default: every active one), one transaction each.
 
     A tenant whose work raises is logged and skipped: its transaction rolls back and the
     other tenants still run. `on_tenant_done(tenant, result, error)` is called after each
-    tenant. Returns `(succeeded, failed)`: `[(tenant, result)]` and `[tenant]`.
+    tenant. Exceptions of a `reraise` type are not the tenant's fault (a lost database
+    connection): they end the loop, for the caller to retry. Returns `(succeeded, failed)`:
+    `[(tenant, result)]` and `[tenant]`.
+
+    Every per-tenant job goes through here, inline (`analytics.services.jobs`) or in the
+    chunks of a fanned-out run (`analytics.services.job_runs`).
     """
     succeeded: list[tuple[Tenant, Any]] = []
     failed: list[Tenant] = []
@@ -63,6 +69,8 @@ def tenants_run_each(
         try:
             with transaction.atomic():
                 result = work(tenant)
+        except reraise:
+            raise
         except Exception as exc:
             logger.exception("%s failed for tenant %s", label, tenant.slug)
             failed.append(tenant)

@@ -16,13 +16,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from analytics.hashing import random_hex12
+from analytics.services.locks import LockId, leader_lock
 from costsim import metrics
 from costsim.models import CanaryReport, Provenance, Variant
 from costsim.services import canary_engine
 from costsim.services.breaker import breaker_report_canary
 from costsim.services.canary_engine import CanarySample, samples_evaluate
 from costsim.services.estimators import DEFAULT_BUDGET_CENTS
-from costsim.services.locks import LockId, leader_lock
 
 logger = logging.getLogger(__name__)
 

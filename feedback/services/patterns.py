@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from analytics.models import Tenant
-from analytics.services.tenants import tenants_run_each
+from analytics.services.jobs import JobReport, TenantJob, tenant_job_run
 from feedback import metrics
 from feedback.models import PatternFeedback
 from feedback.selectors import failure_groups, worker_cost_windows
@@ -153,28 +153,24 @@ def feedbacks_acknowledge(*, feedbacks: QuerySet[PatternFeedback], actor: str) -
     )
 
 
+PATTERN_KEYS = ("failure_patterns", "cost_spikes", "feedback_created", "feedback_updated")
+DETECT_PATTERNS = TenantJob(
+    name="detect_patterns",
+    work=lambda tenant, params: patterns_detect(tenant=tenant),
+    counts=dict,
+    keys=PATTERN_KEYS,
+)
+
+
 def patterns_detect_for_tenants(
     *,
     tenants: Iterable[Tenant] | None = None,
     on_tenant_done: Callable[[Tenant, dict | None, Exception | None], None] | None = None,
-) -> dict:
+) -> JobReport:
     """Run `patterns_detect` for each tenant (default: every active one), one transaction each.
 
-    A failing tenant is logged and reported; the others still run. Returns
-    `{tenants, failed: [slug], totals: {...}}` with the result counts summed.
+    A failing tenant is logged and reported; the others still run. Returns the job report,
+    its `totals` the result counts summed.
     """
-    succeeded, failed = tenants_run_each(
-        lambda tenant: patterns_detect(tenant=tenant),
-        label="Pattern detection",
-        tenants=tenants,
-        on_tenant_done=on_tenant_done,
-    )
-    totals: Counter = Counter()
-    for _, result in succeeded:
-        totals.update(result)
-    keys = ("failure_patterns", "cost_spikes", "feedback_created", "feedback_updated")
-    return {
-        "tenants": len(succeeded) + len(failed),
-        "failed": [tenant.slug for tenant in failed],
-        "totals": {key: totals[key] for key in keys},
-    }
+    report = tenant_job_run(DETECT_PATTERNS, tenants=tenants, on_tenant_done=on_tenant_done)
+    return report.finish()

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from analytics.models import Tenant
-from analytics.services.tenants import tenants_run_each
+from analytics.services.jobs import JobReport, TenantJob, tenant_job_run
 from predictions import metrics
 from predictions.models import Prediction
 from predictions.selectors import worker_cost_trends, worker_failure_stats
@@ -180,34 +180,33 @@ def _count(emitted: Counter, failed: Counter) -> None:
         metrics.predictions_emission_errors_total.labels(prediction_type=prediction_type).inc(count)
 
 
+def _cycle_counts(result: dict) -> dict[str, int]:
+    return {
+        "failure_predictions": len(result["failure_predictions"]),
+        "cost_predictions": len(result["cost_predictions"]),
+        "predictions_created": result["predictions_created"],
+        "errors": len(result["errors"]),
+    }
+
+
+PREDICTION_CYCLE = TenantJob(
+    name="prediction_cycle",
+    work=lambda tenant, params: prediction_cycle_run(tenant=tenant),
+    counts=_cycle_counts,
+    keys=("failure_predictions", "cost_predictions", "predictions_created", "errors"),
+)
+
+
 def prediction_cycles_run(
     *,
     tenants: Iterable[Tenant] | None = None,
     on_tenant_done: Callable[[Tenant, dict | None, Exception | None], None] | None = None,
-) -> dict:
+) -> JobReport:
     """Run `prediction_cycle_run` for each tenant (default: every active one), one
     transaction each. A failing tenant is logged and reported; the others still run.
 
-    Returns `{tenants, failed: [slug], totals: {failure_predictions, cost_predictions,
-    predictions_created, errors}}` with counts summed over tenants.
+    Returns the job report, its `totals` (failure_predictions, cost_predictions,
+    predictions_created, errors) summed over tenants.
     """
-    succeeded, failed = tenants_run_each(
-        lambda tenant: prediction_cycle_run(tenant=tenant),
-        label="Prediction cycle",
-        tenants=tenants,
-        on_tenant_done=on_tenant_done,
-    )
-    totals: Counter = Counter()
-    for _, result in succeeded:
-        totals.update(
-            failure_predictions=len(result["failure_predictions"]),
-            cost_predictions=len(result["cost_predictions"]),
-            predictions_created=result["predictions_created"],
-            errors=len(result["errors"]),
-        )
-    keys = ("failure_predictions", "cost_predictions", "predictions_created", "errors")
-    return {
-        "tenants": len(succeeded) + len(failed),
-        "failed": [tenant.slug for tenant in failed],
-        "totals": {key: totals[key] for key in keys},
-    }
+    report = tenant_job_run(PREDICTION_CYCLE, tenants=tenants, on_tenant_done=on_tenant_done)
+    return report.finish()

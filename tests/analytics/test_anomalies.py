@@ -692,12 +692,11 @@ def test_job_runs_active_tenants_and_isolates_failures(tenant, frozen, monkeypat
     before = failed._value.get()
 
     # when the job runs
-    totals = anomalies_detect_active_tenants()
+    report = anomalies_detect_active_tenants()
 
     # then the healthy tenant still got its anomaly and the failure is counted
-    assert totals == {
-        "succeeded": 1,
-        "failed": 1,
+    assert (report.tenants, report.failed_tenants) == (2, ["acme"])
+    assert report.totals == {
         "detected": 1,
         "created": 1,
         "updated": 0,
@@ -713,9 +712,9 @@ def test_task_detects_for_active_tenants(tenant, frozen):
 
     spike_scenario(tenant)
 
-    result = detect_anomalies_task()
+    result = detect_anomalies_task.apply().get()
 
-    assert result["created"] == 1
+    assert result["totals"]["created"] == 1
     assert Anomaly.objects.filter(tenant=tenant, anomaly_date=D).exists()
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from analytics.models import BudgetType, CostRecord
+from analytics.services.reservations import budget_reserve
 from notifications.models import Delivery
 from tests.analytics.factories import (
     AnomalyFactory,
@@ -25,6 +26,7 @@ from tests.factories import (
     ChannelFactory,
     CostRecordFactory,
     FeatureTagFactory,
+    ModelPriceOverrideFactory,
     RuleFactory,
     RunRecordFactory,
     utc,
@@ -69,8 +71,15 @@ LISTS = {
     "/api/v1/cost-records/": lambda t: CostRecordFactory.create_batch(3, tenant=t),
     "/api/v1/runs/": lambda t: RunRecordFactory.create_batch(3, tenant=t),
     "/api/v1/feature-tags/": lambda t: FeatureTagFactory.create_batch(3, tenant=t),
+    "/api/v1/model-prices/": lambda t: [
+        ModelPriceOverrideFactory(tenant=t, model=f"model-{n}") for n in range(3)
+    ],
     "/api/v1/budgets/": _three_budgets,
     "/api/v1/snapshots/": _three_snapshots,
+    "/api/v1/budgets/reservations/": lambda t: [
+        budget_reserve(tenant=t, amount_cents=10, ttl_seconds=600, request_id=f"req-{n}")
+        for n in range(3)
+    ],
     "/api/v1/anomalies/": lambda t: AnomalyFactory.create_batch(3, tenant=t),
     "/api/v1/incidents/": lambda t: IncidentFactory.create_batch(3, tenant=t),
     "/api/v1/planned-activities/": lambda t: PlannedActivityFactory.create_batch(3, tenant=t),

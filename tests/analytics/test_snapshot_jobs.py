@@ -80,7 +80,7 @@ def test_hourly_job_snapshots_previous_hour_of_each_active_tenant_and_evaluates(
     evaluation = AnomalyEvaluation.objects.get(snapshot__tenant=tenant, entity_type="tenant")
     assert evaluation.deviation_pct == 100.0
     assert evaluation.threshold_pct == 200.0  # ANALYTICS_SNAPSHOT_THRESHOLD_PCT
-    assert (report.outcome, report.tenants, report.snapshots, report.failed_tenants) == (
+    assert (report.outcome, report.tenants, report.totals["snapshots"], report.failed_tenants) == (
         "success",
         2,
         2,
@@ -109,7 +109,7 @@ def test_hourly_job_recomputes_stale_snapshots_of_the_last_48_hours(tenant):
     assert (recent.version, recent.is_stale, recent.records_processed) == (2, False, 1)
     assert (daily.version, daily.is_stale, daily.records_processed) == (2, False, 1)
     assert (old.version, old.is_stale, old.records_processed) == (1, True, 0)
-    assert report.recomputed == 2
+    assert report.totals["recomputed"] == 2
 
 
 @time_machine.travel(NOW, tick=False)
@@ -138,7 +138,11 @@ def test_a_failing_tenant_is_logged_and_the_others_continue(tenant, other_tenant
     report = hourly_snapshots_run()
     # then acme's work was rolled back, globex's was kept
     assert [s.tenant_id for s in CostSnapshot.objects.all()] == [other_tenant.pk]
-    assert (report.outcome, report.failed_tenants, report.snapshots) == ("failed", ["acme"], 1)
+    assert (report.outcome, report.failed_tenants, report.totals["snapshots"]) == (
+        "failed",
+        ["acme"],
+        1,
+    )
     assert runs("hourly_snapshots", "failed") == failed_before + 1
 
 
@@ -147,7 +151,7 @@ def test_a_failed_snapshot_is_kept_and_fails_the_run(tenant, monkeypatch):
     monkeypatch.setattr(snapshot_service, "_AGGREGATES_INSERT", BROKEN_AGGREGATION)
     report = hourly_snapshots_run()
     assert CostSnapshot.objects.get().status == SnapshotStatus.FAILED
-    assert (report.outcome, report.failed_snapshots, report.failed_tenants) == (
+    assert (report.outcome, report.totals["failed_snapshots"], report.failed_tenants) == (
         "failed",
         1,
         ["acme"],
@@ -217,7 +221,11 @@ def test_daily_job_snapshots_yesterday_then_baselines_as_of_today(tenant):
     today = Baseline.objects.get(as_of=date(2026, 3, 2), window_days=7, entity_type="tenant")
     assert (today.avg_daily_cost_cents, today.samples_count, today.is_current) == (20.0, 3, True)
     assert Baseline.objects.filter(as_of=date(2026, 3, 2), window_days=30).count() == 2
-    assert (report.outcome, report.snapshots, report.baselines) == ("success", 1, 4)
+    assert (report.outcome, report.totals["snapshots"], report.totals["baselines"]) == (
+        "success",
+        1,
+        4,
+    )
     assert runs("daily_snapshots", "success") == success_before + 1
 
 
@@ -256,7 +264,7 @@ def test_tasks_return_the_job_report(tenant):
     record(tenant, HOUR, 1)
     hourly = hourly_snapshots_task.apply().get()
     daily = daily_snapshots_task.apply().get()
-    assert hourly["job"] == "hourly_snapshots" and hourly["snapshots"] == 1
+    assert hourly["job"] == "hourly_snapshots" and hourly["totals"]["snapshots"] == 1
     assert daily["job"] == "daily_snapshots" and daily["outcome"] == "success"
     assert hourly_snapshots_task.name == "analytics.hourly_snapshots"
     assert daily_snapshots_task.name == "analytics.daily_snapshots"

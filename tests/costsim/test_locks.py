@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from costsim.services.locks import LockId, leader_lock
+from analytics.services.locks import LockId, leader_lock
 
 
 def _session():
@@ -49,7 +49,8 @@ def test_lock_ids_are_unique_and_in_range():
     ids = [int(lock) for lock in LockId]
     assert len(ids) == len(set(ids))
     assert all(7000 <= lock_id <= 7999 for lock_id in ids)
-    assert (LockId.CANARY, LockId.ALERT_OUTBOX, LockId.PROVENANCE_PRUNE) == (7001, 7002, 7003)
+    assert (LockId.CANARY, LockId.PROVENANCE_PRUNE) == (7001, 7003)
+    assert 7002 not in ids  # the retired alert outbox lock stays unused
 
 
 @pytest.mark.django_db
@@ -132,8 +133,8 @@ def test_the_lock_is_freed_when_the_leader_process_is_killed():
 @pytest.mark.django_db
 def test_release_happens_even_when_the_job_raises(other):
     # when
-    with pytest.raises(RuntimeError), leader_lock(LockId.ALERT_OUTBOX) as leader:
+    with pytest.raises(RuntimeError), leader_lock(LockId.CANARY) as leader:
         assert leader is True
         raise RuntimeError("job crashed")
     # then
-    assert _try_lock(other, 7002) is True
+    assert _try_lock(other, 7001) is True

@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from analytics.services.locks import LockId
 from costsim.models import Provenance
-from costsim.services.locks import LockId
 from tests.costsim.factories import BackfillProvenanceFactory, ProvenanceFactory
 from tests.factories import utc
 

@@ -59,7 +59,7 @@ def test_task_is_registered_under_the_beat_name_and_runs(tenant):
     summary = detect_patterns_task.apply().get()
     # then
     assert "feedback.detect_patterns" in app.tasks
-    assert summary["tenants"] == 1 and summary["failed"] == []
+    assert summary["tenants"] == 1 and summary["failed_tenants"] == []
     assert summary["totals"]["feedback_created"] == 1
 
 

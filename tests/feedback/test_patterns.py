@@ -355,8 +355,8 @@ def test_job_runs_every_active_tenant_and_survives_a_failing_one(tenant, monkeyp
     # when
     summary = patterns_detect_for_tenants()
     # then
-    assert summary["tenants"] == 3
-    assert summary["failed"] == ["broken"]
-    assert summary["totals"]["feedback_created"] == 2
+    assert summary.tenants == 3
+    assert summary.failed_tenants == ["broken"]
+    assert summary.totals["feedback_created"] == 2
     owners = set(PatternFeedback.objects.values_list("tenant__slug", flat=True))
     assert owners == {"acme", "zeta"}

@@ -52,5 +52,5 @@ def test_task_is_registered_under_the_beat_name_and_runs(tenant):
     app.loader.import_default_modules()
     summary = run_cycle_task.apply().get()
     assert "predictions.run_cycle" in app.tasks
-    assert summary["tenants"] == 1 and summary["failed"] == []
+    assert summary["tenants"] == 1 and summary["failed_tenants"] == []
     assert summary["totals"]["predictions_created"] == 1

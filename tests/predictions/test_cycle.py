@@ -373,7 +373,7 @@ def test_job_runs_every_active_tenant_and_survives_a_failing_one(tenant, monkeyp
     # when
     summary = prediction_cycles_run()
     # then
-    assert summary["tenants"] == 2
-    assert summary["failed"] == ["broken"]
-    assert summary["totals"]["predictions_created"] == 1
+    assert summary.tenants == 2
+    assert summary.failed_tenants == ["broken"]
+    assert summary.totals["predictions_created"] == 1
     assert list(Prediction.objects.values_list("tenant__slug", flat=True)) == ["acme"]

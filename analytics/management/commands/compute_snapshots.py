@@ -82,10 +82,11 @@ class Command(BaseCommand):
                     "nothing was computed."
                 )
 
-        summary = f"{report.snapshots} snapshot(s) computed, {report.failed_snapshots} failed"
+        totals = report.totals
+        summary = f"{totals['snapshots']} snapshot(s) computed, {totals['failed_snapshots']} failed"
         if options["evaluate"]:
-            summary += f"; {report.evaluated} evaluated, {report.triggered} triggered"
-        if report.failed_snapshots:
+            summary += f"; {totals['evaluated']} evaluated, {totals['triggered']} triggered"
+        if totals["failed_snapshots"]:
             raise CommandError(summary)
         self.stdout.write(self.style.SUCCESS(f"Done: {summary}."))
 

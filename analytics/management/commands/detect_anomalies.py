@@ -7,6 +7,7 @@ from django.utils import timezone
 from analytics.api.fields import parse_supported_date
 from analytics.management.tenant_option import tenants_for_option
 from analytics.services.anomalies import anomalies_detect_active_tenants
+from analytics.services.jobs import JobReport
 
 
 def _parse_date(value: str, option: str) -> date:
@@ -55,22 +56,21 @@ class Command(BaseCommand):
         self.stdout.write("Dry run: nothing was written.")
 
     def _run(self, days, tenants) -> None:
-        grand = {"succeeded": 0, "failed": 0, "detected": 0, "created": 0, "updated": 0}
-        grand["opened"] = 0
+        grand = JobReport(job="detect_anomalies")
         for day in days:
             label = day.isoformat() if day else "today"
             self.stdout.write(f"Detecting anomalies as of {label} for {len(tenants)} tenant(s)…")
-            totals = anomalies_detect_active_tenants(
-                as_of=day, tenants=tenants, progress=self._progress
+            grand.merge(
+                anomalies_detect_active_tenants(as_of=day, tenants=tenants, progress=self._progress)
             )
-            for key in grand:
-                grand[key] += totals[key]
+        totals = grand.totals
         summary = (
-            f"Done: {len(days)} day(s), {grand['detected']} detected "
-            f"({grand['created']} created, {grand['updated']} updated), "
-            f"{grand['opened']} incident(s) opened, {grand['failed']} tenant run(s) failed."
+            f"Done: {len(days)} day(s), {totals['detected']} detected "
+            f"({totals['created']} created, {totals['updated']} updated), "
+            f"{totals['opened']} incident(s) opened, "
+            f"{len(grand.failed_tenants)} tenant run(s) failed."
         )
-        if grand["failed"]:
+        if grand.failed_tenants:
             raise CommandError(summary)
         self.stdout.write(self.style.SUCCESS(summary))
 

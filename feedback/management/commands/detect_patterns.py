@@ -13,16 +13,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant: str | None = None, **options):
         tenants = tenants_for_option(tenant)
-        summary = patterns_detect_for_tenants(tenants=tenants, on_tenant_done=self._report)
-        if summary["failed"]:
+        report = patterns_detect_for_tenants(tenants=tenants, on_tenant_done=self._report)
+        if report.failed_tenants:
             raise CommandError(
-                f"Pattern detection failed for {len(summary['failed'])} of "
-                f"{summary['tenants']} tenant(s): {', '.join(summary['failed'])}"
+                f"Pattern detection failed for {len(report.failed_tenants)} of "
+                f"{report.tenants} tenant(s): {', '.join(report.failed_tenants)}"
             )
-        totals = summary["totals"]
+        totals = report.totals
         self.stdout.write(
             self.style.SUCCESS(
-                f"Pattern detection done for {summary['tenants']} tenant(s): "
+                f"Pattern detection done for {report.tenants} tenant(s): "
                 f"{totals['feedback_created']} created, {totals['feedback_updated']} updated."
             )
         )

@@ -13,16 +13,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant: str | None = None, **options):
         tenants = tenants_for_option(tenant)
-        summary = prediction_cycles_run(tenants=tenants, on_tenant_done=self._report)
-        if summary["failed"]:
+        report = prediction_cycles_run(tenants=tenants, on_tenant_done=self._report)
+        if report.failed_tenants:
             raise CommandError(
-                f"Prediction cycle failed for {len(summary['failed'])} of "
-                f"{summary['tenants']} tenant(s): {', '.join(summary['failed'])}"
+                f"Prediction cycle failed for {len(report.failed_tenants)} of "
+                f"{report.tenants} tenant(s): {', '.join(report.failed_tenants)}"
             )
-        totals = summary["totals"]
+        totals = report.totals
         self.stdout.write(
             self.style.SUCCESS(
-                f"Prediction cycle done for {summary['tenants']} tenant(s): "
+                f"Prediction cycle done for {report.tenants} tenant(s): "
                 f"{totals['predictions_created']} prediction(s) written, "
                 f"{totals['errors']} emission error(s)."
             )
