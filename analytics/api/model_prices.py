@@ -9,6 +9,7 @@ from analytics.api.viewsets import TenantScopedMixin
 from analytics.models import ModelPriceOverride
 from analytics.selectors.pricing import model_price_list
 from analytics.services.pricing import (
+    OVERRIDE_FIELDS,
     model_price_create,
     model_price_delete,
     model_price_update,
@@ -23,19 +24,7 @@ def register(router) -> list:
 class ModelPriceSerializer(StrictModelSerializer):
     class Meta:
         model = ModelPriceOverride
-        fields = (
-            "id",
-            "model",
-            "match",
-            "provider",
-            "input_cents_per_mtok",
-            "output_cents_per_mtok",
-            "cache_read_cents_per_mtok",
-            "cache_write_cents_per_mtok",
-            "effective_from",
-            "created_at",
-            "updated_at",
-        )
+        fields = ("id", *OVERRIDE_FIELDS, "created_at", "updated_at")
         read_only_fields = ("id", "created_at", "updated_at")
         extra_kwargs = {
             "model": {
