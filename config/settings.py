@@ -178,7 +178,8 @@ SPECTACULAR_SETTINGS = {
         "VerdictEnum": "costsim.models.Verdict",
         "DatasetVerdictEnum": "costsim.api.safety_serializers.DATASET_VERDICTS",
         "IncidentKindEnum": "analytics.models.incidents.IncidentKind",
-        "ChannelKindEnum": "notifications.models.ChannelKind",
+        "ChannelKindEnum": "notifications.models.TENANT_CHANNEL_KIND_CHOICES",
+        "BudgetPeriodEnum": "analytics.models.choices.BudgetPeriod",
     },
 }
 

@@ -24,6 +24,8 @@ class ChannelKind(models.TextChoices):
 
 # What a tenant may create; Alertmanager is the operators' own channel.
 TENANT_CHANNEL_KINDS = (ChannelKind.WEBHOOK, ChannelKind.SLACK, ChannelKind.EMAIL)
+# The same as (value, label) pairs: the API's `kind` choices, named ChannelKindEnum in the schema.
+TENANT_CHANNEL_KIND_CHOICES = [(kind.value, kind.label) for kind in TENANT_CHANNEL_KINDS]
 
 
 class EventType(models.TextChoices):
