@@ -1,4 +1,4 @@
-"""Analytics Prometheus metrics (spec/metrics.md §2). Services increment them.
+"""Analytics Prometheus metrics. Services increment them.
 
 Closed label sets are created at import so every process exposes zeros from the start.
 """

@@ -280,7 +280,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# CostSim (spec/costsim.md)
+# CostSim: sandbox, V2 shadow and its safety net (README "Configuration")
 COSTSIM_V2_SANDBOX = env_bool("COSTSIM_V2_SANDBOX", False)
 COSTSIM_DRIFT_THRESHOLD = env_float("COSTSIM_DRIFT_THRESHOLD", 0.2, minimum=0.0, maximum=1.0)
 COSTSIM_FAILURE_THRESHOLD = env_int("COSTSIM_FAILURE_THRESHOLD", 3, minimum=1)

@@ -1,4 +1,4 @@
-"""State gauges computed from the database when /metrics is scraped (spec/metrics.md §3).
+"""State gauges computed from the database when /metrics is scraped.
 
 Per-process gauges would disagree between the web workers and the Celery worker that changed
 the state; reading the rows at scrape time is right whichever process wrote them. Reading

@@ -1,4 +1,4 @@
-"""CostSim Prometheus metrics (spec/metrics.md §2). Services increment them.
+"""CostSim Prometheus metrics. Services increment them.
 
 Counters whose labels form a closed set are created for every combination at import, so a
 process that has recorded nothing yet still exposes zeros and `increase()` sees the first

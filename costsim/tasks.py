@@ -1,5 +1,6 @@
-"""CostSim beat jobs (SPEC.md §6). Each is leader-only: a run that finds the lock taken does
-nothing and reports `skipped`; the services hold the logic, these only call them.
+"""CostSim beat jobs (docs/architecture.md, "Jobs and locks"). Each is leader-only: a run
+that finds the lock taken does nothing and reports `skipped`; the services hold the logic,
+these only call them.
 """
 
 import logging

@@ -1,4 +1,4 @@
-"""Enums of the feedback app (SPEC.md §3.5); plain enums, safe to import from pure engines."""
+"""Enums of the feedback app; plain enums, safe to import from pure engines."""
 
 from django.db import models
 

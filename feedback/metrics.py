@@ -1,4 +1,4 @@
-"""Feedback Prometheus metrics (spec/metrics.md §2); services increment them after commit.
+"""Feedback Prometheus metrics; services increment them after commit.
 
 Closed label sets are created at import so every process exposes zeros from the start.
 """

@@ -1,4 +1,4 @@
-"""Enums of the predictions app (SPEC.md §3.5); plain enums, safe to import from engines."""
+"""Enums of the predictions app; plain enums, safe to import from engines."""
 
 from django.db import models
 

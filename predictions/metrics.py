@@ -1,4 +1,4 @@
-"""Predictions Prometheus metrics (spec/metrics.md §2); the cycle increments them after commit.
+"""Predictions Prometheus metrics; the cycle increments them after commit.
 
 Closed label sets are created at import so every process exposes zeros from the start.
 """

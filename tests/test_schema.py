@@ -11,7 +11,7 @@ from costsim.services.estimators import V1_SKILLS
 
 pytestmark = pytest.mark.django_db
 
-# Every /api/v1/ path of spec/api.md, in the schema's {param} form.
+# Every /api/v1/ path the service documents, in the schema's {param} form.
 SPEC_PATHS = [
     "/api/v1/cost-records/",
     "/api/v1/runs/",

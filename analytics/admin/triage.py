@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
-from analytics.api.errors import Conflict
+from analytics.errors import DomainError
 from analytics.models import AnomalyStatus, FeedbackLabel
 from analytics.services.anomaly_lifecycle import CLOSED_STATUSES
 
@@ -206,7 +206,7 @@ class DetailTriageMixin:
     label_buttons: tuple[tuple[str, str], ...] = ()  # (FeedbackLabel value, button text)
     notes_help_text = "Stored as the resolution notes (up to 2000 chars)."
 
-    # --- hooks: call the single-object service; raise Conflict when the status forbids it ---
+    # --- hooks: call the single-object service; raise a DomainError when the status forbids it ---
 
     def triage_acknowledge(self, obj, *, actor: str):
         raise NotImplementedError
@@ -352,8 +352,8 @@ class DetailTriageMixin:
     def _apply(self, request, obj, change, outcome: str):
         try:
             change()
-        except Conflict as exc:
-            self.message_user(request, str(exc.detail), messages.ERROR)
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
         else:
             name = capfirst(self.opts.verbose_name)
             self.message_user(request, f"{name} {obj.pk} {outcome}.", messages.SUCCESS)

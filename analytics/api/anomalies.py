@@ -1,4 +1,4 @@
-"""Anomaly endpoints (spec/api.md §4): list, detail, detection and the lifecycle verbs."""
+"""Anomaly endpoints: list, detail, detection and the lifecycle verbs."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view

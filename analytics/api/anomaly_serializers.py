@@ -1,4 +1,4 @@
-"""Input and output shapes of the anomaly endpoints (spec/api.md §4, "Anomaly view")."""
+"""Input and output shapes of the anomaly endpoints."""
 
 from django.utils import timezone
 from rest_framework import serializers

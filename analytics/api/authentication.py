@@ -8,6 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from analytics.models import ApiKey, Tenant
+from analytics.selectors.tenancy import API_KEY_GENERATION_SQL
 
 KEYWORD = "Api-Key"
 # last_used_at is written at most this often per key, so a busy key costs no extra write
@@ -21,7 +22,6 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 # key revoked or a tenant deactivated by any path is refused from the next request on, in
 # every process; an unchanged generation means the cached row is still what the tables say.
 # Unknown and refused keys are never cached.
-API_KEY_GENERATION_SQL = "SELECT value FROM analytics_apikey_generation WHERE id = 1"
 _KEY_FIELDS = tuple(field.attname for field in ApiKey._meta.concrete_fields)
 _TENANT_FIELDS = tuple(field.attname for field in Tenant._meta.concrete_fields)
 _TENANT_CACHE = ApiKey._meta.get_field("tenant")

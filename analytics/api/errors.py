@@ -1,9 +1,10 @@
 """One error body for every non-2xx API response.
 
-DRF views answer through `exception_handler`. Everything else under /api/ (a URL that
-resolves to nothing, a middleware that raises, a non-DRF view) answers through the Django
-error handlers below, which config/urls.py installs and which keep Django's HTML pages for
-every other path (the admin).
+DRF views answer through `exception_handler`, which also maps the errors services raise
+(`analytics.errors.DomainError`: 409 conflict, 404 not found, 400 invalid). Everything else
+under /api/ (a URL that resolves to nothing, a middleware that raises, a non-DRF view)
+answers through the Django error handlers below, which config/urls.py installs and which
+keep Django's HTML pages for every other path (the admin).
 """
 
 import logging
@@ -14,6 +15,8 @@ from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+from analytics.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,10 @@ def flatten_field_errors(detail, path: str = "") -> list[dict]:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        # What a service refused (analytics/errors.py): its status, code, message and field
+        # errors, in the standard body.
+        return Response(error_body(exc.code, exc.message, exc.field_errors), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

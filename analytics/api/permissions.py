@@ -1,4 +1,4 @@
-"""Who may call what (SPEC.md §4): tenant keys (K), staff (S), any authenticated caller (A)."""
+"""Who may call what: tenant keys (K), staff (S), any authenticated caller (A)."""
 
 from rest_framework import exceptions, permissions
 

@@ -1,4 +1,4 @@
-"""Input and output serializers of ingest and tenant data (spec/api.md §2).
+"""Input and output serializers of ingest and tenant data.
 
 The ingest bodies are validated by analytics.api.batches for speed; the `*Input`
 serializers below only describe them in the OpenAPI schema.

@@ -1,4 +1,4 @@
-"""Input and output serializers of snapshots and baselines (spec/api.md §4)."""
+"""Input and output serializers of snapshots and baselines."""
 
 from django.utils import timezone
 from rest_framework import serializers

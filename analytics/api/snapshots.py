@@ -1,4 +1,4 @@
-"""Snapshot and baseline endpoints (spec/api.md §4)."""
+"""Snapshot and baseline endpoints."""
 
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes

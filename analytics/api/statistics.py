@@ -1,4 +1,4 @@
-"""Usage and cost statistics endpoints and their CSV exports (spec/api.md §3).
+"""Usage and cost statistics endpoints and their CSV exports.
 
 Unlike the other endpoints these reject unknown and repeated query parameters, and report
 every problem of a query at once.

@@ -1,4 +1,4 @@
-"""Ingest and tenant data endpoints (spec/api.md §2): cost records, runs, feature tags, budgets."""
+"""Ingest and tenant data endpoints: cost records, runs, feature tags, budgets."""
 
 from contextlib import contextmanager
 
@@ -88,7 +88,7 @@ def register(router) -> list:
 
 @contextmanager
 def rejected_batches_counted(kind: str):
-    """Count a batch rejected while parsing or validating it (spec/metrics.md §2)."""
+    """Count a batch rejected while parsing or validating it, by reason."""
     try:
         yield
     except PayloadTooLarge:

@@ -1,4 +1,4 @@
-"""The one vocabulary per enum (SPEC.md §3.5) shared by the analytics models."""
+"""The one vocabulary per enum, shared by the analytics models, serializers and filters."""
 
 from django.db import models
 

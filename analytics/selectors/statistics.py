@@ -1,4 +1,4 @@
-"""Reads behind the usage and cost statistics (spec/analytics.md §6).
+"""Reads behind the usage and cost statistics.
 
 A window is answered in two parts. Buckets that lie wholly inside the window and have a
 `complete`, non-stale snapshot of the same resolution are read from that snapshot's

@@ -8,7 +8,7 @@ at once cannot both win.
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.api.errors import Conflict
+from analytics.errors import Conflict
 from analytics.models import Anomaly, AnomalyStatus, FeedbackLabel
 
 

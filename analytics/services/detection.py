@@ -13,7 +13,8 @@ from datetime import date, timedelta
 
 DETECTOR_VERSION = "1.0.0"
 
-# Severity vocabulary (SPEC.md §3.5); plain strings keep this module free of model imports.
+# Severity vocabulary (the values of analytics.models.choices.Severity); plain strings keep
+# this module free of model imports.
 LOW, MEDIUM, HIGH, CRITICAL = "LOW", "MEDIUM", "HIGH", "CRITICAL"
 
 # Rule 1: ABSOLUTE_SPIKE
@@ -51,7 +52,7 @@ def classify(pct: float) -> str:
 
 
 def snapshot_severity(deviation_pct: float) -> str:
-    """Severity of a snapshot evaluation; independent of the trigger threshold (§9 step 3)."""
+    """Severity of a snapshot evaluation; independent of the trigger threshold."""
     if deviation_pct >= 500:
         return CRITICAL
     if deviation_pct >= 400:
@@ -157,7 +158,7 @@ class DriftState:
 
 
 def drift_step(previous: DriftState | None, *, as_of: date, ratio: float) -> DriftState | None:
-    """Advance a drift streak by one check on day `as_of` (§11 rule 2 step 3).
+    """Advance a drift streak by one check on day `as_of` (the DRIFT rule).
 
     Returns the new state, or None when nothing must be written: a check older than the
     row's last check (backfills never rewind a streak) or a missing row below the ratio.
@@ -192,7 +193,7 @@ class BudgetVerdict:
 def budget_verdict(
     *, spend: float, limit: float, warn_threshold_pct: float
 ) -> BudgetVerdict | None:
-    """Which budget anomaly, if any, a period's spend raises (§11 rules 3/4 step 2)."""
+    """Which budget anomaly, if any, a period's spend raises."""
     usage = spend / limit * 100
     if usage >= 100:
         return BudgetVerdict("BUDGET_EXCEEDED", HIGH, usage, BUDGET_EXCEEDED_THRESHOLD_PCT)
@@ -262,7 +263,7 @@ def finite_or_none(value: float, digits: int | None = None) -> float | None:
     return round(value, digits) if digits is not None else value
 
 
-# --- Explanations (§11.1, §11.2) ---------------------------------------------------------
+# --- Explanations: derived cause and contributors ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ TRAFFIC_GROWTH = 1.3
 
 
 def derive_cause(*, current: WindowStats, previous: WindowStats, is_tenant: bool) -> str:
-    """The first matching cause of §11.1 for a current window against the previous one."""
+    """The first derived cause, in the order below, that a window shows against the previous one."""
     if (
         current.retries > 0
         and previous.retries > 0

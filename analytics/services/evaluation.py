@@ -1,10 +1,10 @@
-"""Snapshot evaluation (spec/analytics.md §9): compare a snapshot's aggregates with their
+"""Snapshot evaluation: compare a snapshot's aggregates with their
 7-day baselines, record one evaluation per entity and raise SNAPSHOT_SPIKE anomalies."""
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from analytics.api.errors import Conflict
+from analytics.errors import Conflict
 from analytics.models import (
     AnomalyType,
     CostSnapshot,

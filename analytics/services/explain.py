@@ -1,4 +1,4 @@
-"""Why an anomaly happened: derived cause (spec/analytics.md §11.1) and contributors (§11.2).
+"""Why an anomaly happened: derived cause and contributors.
 
 Both are computed for a whole batch of anomalies at once, one SQL query each, so a detection
 run costs the same number of queries however many anomalies it raises.
@@ -131,7 +131,7 @@ class CauseWindows:
 
 @dataclass(frozen=True)
 class ExplainSubject:
-    """What to explain: a scope (entity or budget scope) and the windows of §11.1/§11.2.
+    """What to explain: a scope (entity or budget scope) and the windows its explanation compares.
 
     `cause` is None for budget anomalies, whose derived cause is always UNKNOWN.
     """

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from analytics import metrics
-from analytics.api.errors import Conflict
+from analytics.errors import Conflict
 from analytics.models import (
     Anomaly,
     AnomalyStatus,

@@ -1,4 +1,4 @@
-"""Snapshots and baselines (spec/analytics.md §7, §8): where they are computed and written.
+"""Snapshots and baselines: where they are computed and written.
 
 Both are derived data upserted on their natural keys, so recomputing a period or an as_of
 date replaces the earlier result instead of adding rows. The heavy lifting is SQL: one
@@ -39,7 +39,7 @@ BASELINE_LOCK_CLASS = 7104
 def snapshot_period(
     *, snapshot_type: str, period_start: datetime | None = None, now: datetime | None = None
 ) -> tuple[datetime, datetime]:
-    """Return the [start, end) of the period a snapshot covers (spec §7.1 step 1).
+    """Return the [start, end) of the period a snapshot covers.
 
     Without `period_start`: the previous full UTC hour, or yesterday. An explicit start is
     converted to UTC and truncated to the hour or to midnight; a start later than now is

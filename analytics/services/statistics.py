@@ -1,4 +1,4 @@
-"""Usage and cost statistics (spec/analytics.md §6): shapes selector rows into API answers.
+"""Usage and cost statistics: shapes selector rows into API answers.
 
 Nothing here writes. The JSON answers and the CSV exports read the same series query, so a
 CSV row and the matching JSON series point always agree.
@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from analytics.api.fields import format_datetime
+from analytics.datetimes import format_datetime
 from analytics.models import Tenant
 from analytics.money import plain_decimal
 from analytics.selectors.statistics import (

@@ -33,7 +33,7 @@ ACTION_TEMPLATE = "admin/action_form.html"
 
 
 def admin_actor(request) -> str:
-    """Actor string of an admin user (SPEC.md §4)."""
+    """Actor string of an admin user, ``user:<username>``, as the API records staff."""
     return f"user:{request.user.get_username()}"
 
 

@@ -1,5 +1,5 @@
 """Safety-net endpoints: breaker, incidents, canary, datasets, alert rules, divergence,
-calibration (spec/api.md §5). Each view validates its input, calls one service and
+calibration. Each view validates its input, calls one service and
 serializes the result.
 """
 

@@ -1,4 +1,4 @@
-"""Input and output serializers of the CostSim safety-net endpoints (spec/api.md §5)."""
+"""Input and output serializers of the CostSim safety-net endpoints."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""Routes of the CostSim safety net (spec/api.md §5); plain views, returned as paths."""
+"""Routes of the CostSim safety net; plain views, returned as paths."""
 
 from django.urls import path
 

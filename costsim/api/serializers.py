@@ -1,4 +1,4 @@
-"""Input and output shapes of the simulation and provenance endpoints (spec/api.md §5).
+"""Input and output shapes of the simulation and provenance endpoints.
 
 The simulation body is checked by a hand-written validator instead of nested DRF
 serializers: a 200-step plan would build and run hundreds of field objects per request,
@@ -255,7 +255,7 @@ class DriftStatsFilterSerializer(TimeWindowFilterSerializer):
 
 
 class ProvenanceRowSerializer(serializers.ModelSerializer):
-    """The provenance row view (spec/costsim.md §5.4); payloads stay out of the API."""
+    """The provenance row view; payloads stay out of the API."""
 
     created_at = AwareDateTimeField(read_only=True)
     # The stored columns keep their first names; the API names every amount `*_cents`.

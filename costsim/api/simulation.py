@@ -1,4 +1,4 @@
-"""Simulation, status and provenance endpoints (spec/api.md §5)."""
+"""Simulation, status and provenance endpoints."""
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema

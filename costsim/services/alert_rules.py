@@ -1,4 +1,4 @@
-"""The shipped Prometheus alert rules (spec/metrics.md §5).
+"""The shipped Prometheus alert rules.
 
 `costsim/alert_rules.yaml` is the one source: the API serves its bytes and
 `write_alert_rules` copies them, so what operators load is what the tests validated.

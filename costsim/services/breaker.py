@@ -1,4 +1,4 @@
-"""Circuit breaker of the V2 shadow estimator (spec/costsim.md §6).
+"""Circuit breaker of the V2 shadow estimator.
 
 The state lives in one PostgreSQL row (`costsim_v2`), so every web and worker process sees
 the same breaker and a restart loses nothing. Every mutation runs in a transaction that
@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.api.fields import format_datetime
+from analytics.datetimes import format_datetime
 from costsim import metrics
 from costsim.models import (
     BREAKER_NAME,
@@ -119,7 +119,7 @@ def breaker_state_view(breaker: CircuitBreaker) -> dict[str, Any]:
 
 
 def breaker_check(*, seen: BreakerSnapshot | None = None) -> BreakerSnapshot:
-    """`check` (§6): return the breaker as it stands now; `.disabled` is True while open.
+    """Return the breaker as it stands now; `.disabled` is True while open.
 
     An open breaker whose `disabled_until` has passed closes itself here when
     COSTSIM_AUTO_RECOVER is on (the close re-reads the row under lock), and the snapshot
@@ -179,7 +179,7 @@ def breaker_probably_steady() -> bool:
 
 
 def breaker_is_disabled() -> bool:
-    """`check` (§6): True while the breaker is open (see `breaker_check`)."""
+    """True while the breaker is open (see `breaker_check`)."""
     return breaker_check().disabled
 
 

@@ -1,4 +1,4 @@
-"""The daily canary: V2 against V1 on recent real inputs (spec/costsim.md §8).
+"""The daily canary: V2 against V1 on recent real inputs.
 
 The scheduled job, the staff endpoint and the `run_canary` command all come here, so they
 share lock 7001: a second run started while one is going reports `skipped` and changes

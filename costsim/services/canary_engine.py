@@ -1,8 +1,9 @@
 """Canary evaluation: V2 against V1 on a set of samples, gated on cost-distribution drift.
 
-Pure part of spec/costsim.md §8 (steps 1-6 and 8). The caller takes the leader lock, picks
-the samples (recent provenance, else ``SYNTHETIC_SAMPLES``), persists the report and feeds
-the circuit breaker; nothing here touches the database.
+The pure part of the daily canary: estimate every sample with V1 and V2, compare them,
+measure the cost-distribution distances and decide the verdict. The caller takes the leader
+lock, picks the samples (recent provenance, else ``SYNTHETIC_SAMPLES``), persists the report
+and feeds the circuit breaker; nothing here touches the database.
 
 A run judges V2 only on at least ``min_samples`` evaluated provenance samples. With fewer,
 or on the synthetic set, it reports ``insufficient_data``: the KL of a ten-bin histogram of
@@ -69,7 +70,7 @@ def _synthetic(sample_id: str, plan: list[dict[str, Any]], budget_cents: int) ->
     return CanarySample(sample_id, input_hash, plan, budget_cents)
 
 
-# Used when no recent provenance qualifies (§8 step 2). Four hand-written plans are a smoke
+# Used when no recent provenance qualifies. Four hand-written plans are a smoke
 # test (V1 and V2 run end to end), not a sample of anyone's traffic, and V1 and V2 price
 # synthetic_4 differently by design; a synthetic run therefore never judges V2.
 SYNTHETIC_SAMPLES: list[CanarySample] = [
@@ -245,7 +246,7 @@ class CanaryReport:
     diffs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, *, include_samples: bool = True) -> dict[str, Any]:
-        """Return the report in its JSON shape (§8 step 8); lists of reports leave out
+        """Return the report in its JSON shape; lists of reports leave out
         ``comparisons`` and ``diffs`` (``include_samples=False``)."""
         data = {
             "run_id": self.run_id,
@@ -299,7 +300,7 @@ def canary_report(
     duration_ms: int,
     min_samples: int,
 ) -> CanaryReport:
-    """Build the canary report from the evaluated samples (§8 steps 4-6 and 8).
+    """Build the canary report from the evaluated samples.
 
     ``total_samples`` counts every sample taken, including those that raised and are
     missing from ``outcomes``. Fewer than ``min_samples`` outcomes, or synthetic samples,
@@ -371,7 +372,7 @@ def canary_report(
 
 
 def skipped_report(*, run_id: str, timestamp: datetime, drift_threshold: float) -> CanaryReport:
-    """Return the report of a run that did not get the leader lock (§8 step 1).
+    """Return the report of a run that did not get the leader lock.
 
     It counts as passed, is not persisted and does not touch the breaker.
     """

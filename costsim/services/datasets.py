@@ -1,4 +1,4 @@
-"""Reference datasets for V2 validation, and the validation itself (spec/costsim.md §9).
+"""Reference datasets for V2 validation, and the validation itself.
 
 The five datasets are built in code and are fully deterministic, so validation results and
 golden files only change when the estimators do. Every step carries a ``params`` object
@@ -399,7 +399,7 @@ def _historical() -> ReferenceDataset:
     )
 
 
-# In the order of the spec's table; validate-all and the list endpoint keep this order.
+# In a fixed order (low_variance first); validate-all and the list endpoint keep this order.
 DATASETS: dict[str, ReferenceDataset] = {
     dataset.id: dataset
     for dataset in (

@@ -1,6 +1,6 @@
 """Distances between two cost distributions, shared by the canary and the divergence report.
 
-Both lists are binned on one common ten-bin histogram (spec/costsim.md §8.1). Results are
+Both lists are binned on one common ten-bin histogram. Results are
 unrounded; callers round to 4 dp.
 """
 

@@ -1,4 +1,4 @@
-"""V1/V2 divergence of one tenant's recent provenance (spec/costsim.md §10).
+"""V1/V2 divergence of one tenant's recent provenance.
 
 Counts, the two percentiles and the cost lists are aggregated by PostgreSQL in one query;
 the distribution distances come from the same pure function the canary uses, so both
@@ -28,7 +28,7 @@ FAIL_DRIFT_SCORE = 0.2
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT_DATA = "insufficient_data"
 
-# The spec's percentile is element floor(f*n) of the ascending list (0-based), which is
+# Our percentile is element floor(f*n) of the ascending list (0-based), which is
 # neither percentile_disc (element ceil(f*n) - 1) nor percentile_cont. SQL arrays are
 # 1-based, hence the + 1; 0.5 and 0.9 are numeric literals, so floor() is exact.
 _AGGREGATE_SQL = f"""

@@ -1,6 +1,6 @@
 """Comparison of a V1 and a V2 estimate of the same plan, and the drift score.
 
-Pure: results in, a frozen comparison out (spec/costsim.md §4).
+Pure: results in, a frozen comparison out.
 """
 
 from dataclasses import asdict, dataclass
@@ -48,7 +48,7 @@ class Comparison:
     details: ComparisonDetails
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the comparison in its JSON shape (spec/costsim.md §4)."""
+        """Return the comparison in its JSON shape."""
         return asdict(self)
 
 

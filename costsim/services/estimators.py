@@ -6,7 +6,7 @@ the estimators only read ``skill``, ``params`` and ``iterations`` from each step
 an empty plan (the reference datasets use one).
 
 Money is in cents and time in milliseconds. Rounding is Python's built-in ``round``
-(half-to-even on the binary double), applied only where the spec says so.
+(half-to-even on the binary double), applied only where a result is documented as rounded.
 """
 
 import time
@@ -167,7 +167,7 @@ class V1Result:
     metadata: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the V1 result in its JSON shape (spec/costsim.md §2.3)."""
+        """Return the V1 result in its JSON shape."""
         return asdict(self)
 
 
@@ -177,7 +177,7 @@ def estimate_v1(
     budget_cents: int = DEFAULT_BUDGET_CENTS,
     allowed_skills: Sequence[str] | None = None,
 ) -> V1Result:
-    """Estimate a plan with the authoritative V1 table (spec/costsim.md §2)."""
+    """Estimate a plan with the authoritative V1 table."""
     if not plan:
         return V1Result(
             feasible=False,
@@ -333,7 +333,7 @@ class V2Result:
     output_hash: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the V2 result in its JSON shape (spec/costsim.md §3.3)."""
+        """Return the V2 result in its JSON shape."""
         return asdict(self)
 
 
@@ -367,7 +367,7 @@ def v2_output_hash(
 
 @dataclass(frozen=True)
 class _V2Execution:
-    """One execution of a step after the per-skill adjustments (§3.2), unrounded."""
+    """One execution of a step after the per-skill adjustments, unrounded."""
 
     cost_cents: float
     latency_ms: float
@@ -460,7 +460,7 @@ def estimate_v2(
     price_overrides: Sequence[OverrideRule] = (),
     priced_at: datetime | None = None,
 ) -> V2Result:
-    """Estimate a plan with the V2 coefficients (spec/costsim.md §3).
+    """Estimate a plan with the V2 coefficients.
 
     A step naming a model and token counts (PRICED_TOKEN_PARAMS) costs, per execution, the
     price of those tokens at `priced_at` (default: now) from the price catalogue and

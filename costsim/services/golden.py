@@ -1,4 +1,4 @@
-"""Golden files: V1 and V2 summaries of every reference dataset sample (spec/costsim.md §9).
+"""Golden files: V1 and V2 summaries of every reference dataset sample.
 
 The files under ``tests/golden/`` pin the estimators' output. A test recomputes them and
 requires exact text equality; an intended change to a coefficient comes with a new

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from analytics.api.fields import format_datetime
+from analytics.datetimes import format_datetime
 from costsim.models import BreakerIncident, CircuitBreaker
 from notifications.models import Delivery
 from notifications.services.events import alertmanager_alert_record

@@ -1,6 +1,6 @@
 """Provenance rows: the only code that creates them, the backfill, the export and the prune.
 
-Rows are append-only (spec/costsim.md §5.3): nothing here updates one, and only the
+Rows are append-only: nothing here updates one, and only the
 retention prune deletes them.
 """
 
@@ -21,10 +21,10 @@ from django.db.backends.postgresql.base import ServerBindingCursor
 from django.utils import timezone
 from django_prometheus.db.common import ExportingCursorWrapper
 
-from analytics.api.authentication import API_KEY_GENERATION_SQL
-from analytics.api.fields import format_datetime, parse_aware_datetime
+from analytics.datetimes import format_datetime, parse_aware_datetime
 from analytics.hashing import short_hash
 from analytics.models import Tenant
+from analytics.selectors.tenancy import API_KEY_GENERATION_SQL
 from analytics.services.locks import LockId, leader_lock
 from costsim import metrics
 from costsim.models import BREAKER_NAME, Provenance, ProvenanceSource, Variant, Verdict
@@ -168,7 +168,7 @@ def unstorable_text_path(value: Any, path: str = "") -> str | None:
 def provenance_input_json(
     *, plan: Any, budget_cents: int, allowed_skills: Sequence[str] | None
 ) -> dict[str, Any]:
-    """Return the input_json of a comparison (spec/costsim.md §5.3).
+    """Return the input_json of a comparison.
 
     `plan` must be the plan exactly as received, without defaults filled in, so that a
     client can recompute input_hash from its own request. allowed_skills is included only

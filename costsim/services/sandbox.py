@@ -1,4 +1,4 @@
-"""Simulation entry points: V1 authoritative, V2 in shadow (spec/costsim.md §5.1, §5.2).
+"""Simulation entry points: V1 authoritative, V2 in shadow.
 
 V1 answers every request and its result is never altered by the shadow step. The shadow
 step (V2, comparison, breaker report, provenance) may fail in any way; on
@@ -21,9 +21,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from analytics.api.authentication import API_KEY_GENERATION_SQL
 from analytics.models import Tenant
 from analytics.selectors.pricing import override_rules
+from analytics.selectors.tenancy import API_KEY_GENERATION_SQL
 from costsim import metrics
 from costsim.models import BREAKER_NAME, BreakerIncident, ProvenanceSource
 from costsim.selectors import BreakerSnapshot, circuit_breaker_snapshot_sql
@@ -450,7 +450,7 @@ class _Shadow:
         return {"source": self.source, **values, "run_id": self.run_id}
 
     def record_metrics(self) -> None:
-        """Count what happened, however far the run got (spec/metrics.md §2)."""
+        """Count what happened, however far the run got."""
         slug = self.tenant.slug
         if self.raised:
             metrics.simulations_total.labels(tenant=slug, status="exception").inc()

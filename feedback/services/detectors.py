@@ -1,4 +1,4 @@
-"""Pattern detectors (spec/predictions-feedback.md §1.2). Pure: aggregates in, findings out.
+"""Pattern detectors. Pure: aggregates in, findings out.
 
 The selectors do the grouping in SQL and hand over one aggregate per error signature or
 per worker; these functions decide whether it is a pattern and word the feedback.

@@ -1,4 +1,4 @@
-"""Error signatures (spec/predictions-feedback.md §1.1). Pure: no ORM, no settings.
+"""Error signatures. Pure: no ORM, no settings.
 
 Detection computes the same signature inside PostgreSQL so that grouping happens in SQL;
 the SQL twin of each rule sits next to its Python form below. The two agree exactly on

@@ -10,7 +10,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.api.fields import format_datetime
+from analytics.datetimes import format_datetime
 from analytics.models import Budget, Severity, Tenant
 from notifications.models import (
     TENANT_CHANNEL_KINDS,

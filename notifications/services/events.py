@@ -15,10 +15,10 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from analytics.api.fields import format_datetime
 from analytics.api.incident_serializers import IncidentListSerializer, RootCauseSerializer
 from analytics.api.renderers import MoneyJSONRenderer
 from analytics.api.serializers import BudgetSerializer
+from analytics.datetimes import format_datetime
 from analytics.models import Budget, BudgetPeriod, Incident, Severity, Tenant
 from analytics.selectors.budgets import budget_period_bounds, budget_period_status
 from notifications.models import (

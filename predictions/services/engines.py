@@ -1,7 +1,7 @@
-"""Prediction engines (spec/predictions-feedback.md §2.1, §2.2). Pure: aggregates in, drafts out.
+"""Prediction engines. Pure: aggregates in, drafts out.
 
 The selectors reduce a worker's runs to a few numbers in SQL; these functions apply the
-thresholds and formulas. All ratios are doubles, rounded with Python's `round` (§3.2).
+thresholds and formulas. All ratios are doubles, rounded with Python's `round` (half to even).
 """
 
 from dataclasses import dataclass, field

@@ -1,4 +1,4 @@
-"""Anomaly detection against PostgreSQL: the rules of spec/analytics.md §11 and its examples."""
+"""Anomaly detection against PostgreSQL: the rules of docs/detection.md and worked examples."""
 
 import random
 import threading
@@ -84,7 +84,7 @@ def test_spike_first_breach_day_writes_history_but_no_anomaly(tenant, frozen):
 
 
 def test_spike_with_a_breach_yesterday_is_an_anomaly(tenant, frozen):
-    # given the spec example plus a breach row for D - 1
+    # given the worked example plus a breach row for D - 1
     spike_history(tenant)
     spend(tenant, at(D), 150)
     BreachHistoryFactory(tenant=tenant, breach_date=days_before(1))

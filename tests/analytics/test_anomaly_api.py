@@ -1,4 +1,4 @@
-"""The anomaly endpoints (spec/api.md §4) through the API client."""
+"""The anomaly endpoints through the API client."""
 
 from datetime import date, timedelta
 from decimal import Decimal

@@ -131,7 +131,7 @@ def test_drift_step_below_ratio_deactivates_and_never_rewinds():
 @pytest.mark.parametrize(
     ("current", "previous", "is_tenant", "cause"),
     [
-        # spec example: 4 retries of 40 today vs 2 of 20 yesterday
+        # worked example: 4 retries of 40 today vs 2 of 20 yesterday
         (WindowStats(40, 4, 100.0), WindowStats(20, 2, 100.0), False, "RETRY_LOOP"),
         (WindowStats(40, 3, 100.0), WindowStats(20, 2, 100.0), False, "TRAFFIC_GROWTH"),
         (WindowStats(10, 0, 140.0), WindowStats(10, 0, 100.0), False, "PROMPT_GROWTH"),

@@ -1,4 +1,4 @@
-"""Snapshot evaluation (spec/analytics.md §9) against PostgreSQL."""
+"""Snapshot evaluation against PostgreSQL."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from analytics.api.errors import Conflict
+from analytics.errors import Conflict
 from analytics.models import (
     Anomaly,
     AnomalyEvaluation,

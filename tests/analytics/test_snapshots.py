@@ -542,7 +542,7 @@ def test_evaluate_endpoint_rejects_bad_threshold(api_client, tenant, threshold):
 
 @time_machine.travel(NOW, tick=False)
 def test_hourly_baseline_example_triggers_low_snapshot_spike(api_client, tenant):
-    # given the spec example: b7 = 10, current 35 -> deviation 250 %
+    # given the worked example: b7 = 10, current 35 -> deviation 250 %
     _hourly_history(tenant, HOUR, {1: 8, 2: None, 3: 10, 4: 12, 5: None, 6: 10, 7: None})
     record(tenant, HOUR + timedelta(minutes=10), 35, user_id="x")
     snapshot = snapshot_compute(tenant=tenant, snapshot_type="hourly")

@@ -1,4 +1,4 @@
-"""The shipped alert rules (spec/metrics.md §5): one source, valid for promtool, and every
+"""The shipped alert rules: one source, valid for promtool, and every
 series they read is really exposed on /metrics."""
 
 import subprocess

@@ -1,4 +1,4 @@
-"""Circuit breaker state machine (spec/costsim.md §6), its API and its scrape-time gauges."""
+"""Circuit breaker state machine, its API and its scrape-time gauges."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Calibration report (spec/costsim.md §11): V2 estimates against actual cost records."""
+"""Calibration report (docs/calibration.md): V2 estimates against actual cost records."""
 
 from datetime import timedelta
 from decimal import Decimal

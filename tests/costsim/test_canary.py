@@ -1,4 +1,4 @@
-"""The canary service, command, task and endpoints (spec/costsim.md §8)."""
+"""The canary service, command, task and endpoints."""
 
 import os
 import subprocess

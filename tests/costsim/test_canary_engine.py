@@ -180,7 +180,7 @@ def test_median_and_p90_pick_elements_of_the_sorted_absolute_deltas():
 
 
 def test_kl_and_js_are_computed_from_v1_and_v2_costs_at_four_decimals():
-    # given: V1 all 100, V2 spread (the spec's distance example)
+    # given: V1 all 100, V2 spread (the worked distance example)
     outcomes = [
         _outcome(i, "match", 0.0, v1_cost=100, v2_cost=v2)
         for i, v2 in enumerate([50, 150, 75, 125, 100])
@@ -317,7 +317,7 @@ def test_synthetic_samples_are_the_four_of_the_spec():
         assert sample.input_hash == short_hash(
             {"plan": sample.plan, "budget_cents": sample.budget_cents}
         )
-    # synthetic_1 is the spec's hashing example
+    # synthetic_1 is the reference hashing example
     assert SYNTHETIC_SAMPLES[0].input_hash == "7d2218dea0c346ce"
 
 

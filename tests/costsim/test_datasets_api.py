@@ -1,4 +1,4 @@
-"""Reference dataset endpoints (spec/api.md §5, spec/costsim.md §9)."""
+"""Reference dataset endpoints and V2 validation against them."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Divergence report (spec/costsim.md §10): SQL percentiles, distances, window and tenancy."""
+"""Divergence report: SQL percentiles, distances, window and tenancy."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""Leader locks (SPEC.md §6.1) with two real PostgreSQL sessions."""
+"""Leader locks (docs/architecture.md, "Jobs and locks") with two real PostgreSQL sessions."""
 
 import os
 import signal

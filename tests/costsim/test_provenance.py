@@ -33,7 +33,7 @@ SPEC_INPUT = {
     "plan": [{"skill": "http_call", "params": {"url": "https://api.example.com"}}],
     "budget_cents": 100,
 }
-# spec/costsim.md §12, hashing example.
+# The known input_hash of SPEC_INPUT; a client hashing the same request gets this value.
 SPEC_INPUT_HASH = "7d2218dea0c346ce"
 
 

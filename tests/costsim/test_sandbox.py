@@ -453,7 +453,7 @@ def test_simulate_v1_matches_the_estimator():
         budget_cents=1000,
         allowed_skills=["http_call"],
     )
-    # then: spec/costsim.md §12, allowlist example
+    # then: a skill outside the allowlist is a permission gap, not an error
     assert result["status"] == "permission_denied"
     assert result["permission_gaps"] == ["fs_write"]
     assert result["estimated_duration_ms"] == 600

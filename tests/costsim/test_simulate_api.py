@@ -25,7 +25,7 @@ STATUS = "/api/v1/costsim/status/"
 PROVENANCE = "/api/v1/costsim/provenance/"
 DRIFT_STATS = "/api/v1/costsim/provenance/drift-stats/"
 
-# The first plan of spec/costsim.md §12 (V1 cost 5, V2 cost 4, minor_drift 0.12).
+# The reference plan (V1 cost 5, V2 cost 4, minor_drift 0.12).
 EXAMPLE_PLAN = [
     {"skill": "http_call", "params": {"url": "https://api.example.com"}},
     {"skill": "llm_invoke", "params": {"prompt": "Analyze this data..."}},
@@ -202,7 +202,7 @@ def test_simulate_metrics_count_the_comparison(api_client, sandbox_on):
     }
     # when
     api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
-    # then: spec/metrics.md §4, first example (drift 0.12, delta -1)
+    # then: one drift observation (score 0.12) and one cost delta (-1 cent) are recorded
     assert _sample("costsim_v2_drift_score_bucket", {**tenant, "le": "0.15"}) == (
         before["drift_le_015"] + 1
     )
@@ -225,7 +225,7 @@ def test_simulate_metrics_count_the_comparison(api_client, sandbox_on):
 
 
 def test_third_drifting_shadow_run_reports_the_trip(api_client, sandbox_on):
-    # given: threshold 0.2, three failures trip (spec/costsim.md §12, breaker example)
+    # given: threshold 0.2, three consecutive failures trip the breaker
     sandbox_on.COSTSIM_DRIFT_THRESHOLD = 0.2
     sandbox_on.COSTSIM_FAILURE_THRESHOLD = 3
     first = api_client.post(SIMULATE, MYSTERY_BODY, format="json").json()

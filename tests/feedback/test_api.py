@@ -1,4 +1,4 @@
-"""Feedback endpoints (spec/api.md §7) through the real URLs."""
+"""Feedback endpoints through the real URLs."""
 
 import uuid
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""Pattern detectors (spec/predictions-feedback.md §1.2, §3). Pure: no database."""
+"""Pattern detectors. Pure: no database."""
 
 from decimal import Decimal
 

@@ -1,4 +1,4 @@
-"""Error signatures (spec/predictions-feedback.md §1.1, §3). Pure: no database."""
+"""Error signatures. Pure: no database."""
 
 import pytest
 

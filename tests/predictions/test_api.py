@@ -1,4 +1,4 @@
-"""Prediction endpoints (spec/api.md §6) through the real URLs."""
+"""Prediction endpoints through the real URLs."""
 
 import uuid
 from datetime import timedelta

@@ -55,7 +55,7 @@ def _valid(tenant=None, **filters):
 
 @time_machine.travel(NOW, tick=False)
 def test_failure_likelihood_boundaries_from_run_records(tenant):
-    # given: 2 of 5, 1 of 4 and 1 of 3 failed (spec examples), plus a crash counted as failure
+    # given: 2 of 5, 1 of 4 and 1 of 3 failed (worked examples), plus a crash counted as failure
     _runs(tenant, "two-of-five", ["failed", "completed", "crashed", "completed", "completed"])
     _runs(tenant, "one-of-four", ["failed", "completed", "completed", "completed"])
     _runs(tenant, "one-of-three", ["completed", "failed", "running"])

@@ -1,4 +1,4 @@
-"""Prediction engines (spec/predictions-feedback.md §2.1, §2.2, §3). Pure: no database."""
+"""Prediction engines. Pure: no database."""
 
 from decimal import Decimal
 

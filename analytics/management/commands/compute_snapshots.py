@@ -3,7 +3,7 @@ from datetime import date
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from analytics.api.fields import parse_supported_date
+from analytics.datetimes import parse_supported_date
 from analytics.management.tenant_option import tenants_for_option
 from analytics.models import SnapshotType
 from analytics.services.jobs import (

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.api.fields import parse_supported_date
+from analytics.datetimes import parse_supported_date
 from analytics.management.tenant_option import tenants_for_option
 from analytics.services.anomalies import anomalies_detect_active_tenants
 from analytics.services.jobs import JobReport

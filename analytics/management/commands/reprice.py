@@ -2,7 +2,7 @@ from datetime import datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.api.fields import parse_aware_datetime
+from analytics.datetimes import parse_aware_datetime
 from analytics.management.tenant_option import tenants_for_option
 from analytics.services.price_catalog import CATALOG_VERSION
 from analytics.services.pricing import DEFAULT_CHUNK, RepriceResult, cost_records_reprice

@@ -3,7 +3,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.api.fields import parse_aware_datetime
+from analytics.datetimes import parse_aware_datetime
 from analytics.models import Tenant
 from costsim.services.provenance import provenance_export
 
