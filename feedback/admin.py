@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 
+from analytics.actors import user_actor
 from analytics.admin.display import json_table
 from feedback.models import PatternFeedback
 from feedback.services.patterns import feedbacks_acknowledge
@@ -71,9 +72,7 @@ class PatternFeedbackAdmin(admin.ModelAdmin):
 
     @admin.action(description="Acknowledge selected feedback")
     def acknowledge(self, request, queryset):
-        changed, already = acknowledge_feedback(
-            queryset=queryset, actor=f"user:{request.user.get_username()}"
-        )
+        changed, already = acknowledge_feedback(queryset=queryset, actor=user_actor(request))
         self.message_user(
             request,
             f"{changed} feedback item(s) acknowledged; {already} already acknowledged.",

@@ -11,6 +11,7 @@ from django.db.models import Count, Func, IntegerField, Q, QuerySet
 from django.db.models.functions import Left
 
 from analytics.models import RunRecord, RunStatus, Tenant
+from analytics.selectors.facets import facet_counts
 from feedback.choices import FeedbackSeverity, PatternType
 from feedback.models import PatternFeedback
 from feedback.services.detectors import FailureGroup, WorkerCostWindow
@@ -211,22 +212,15 @@ def feedback_list_items(queryset: QuerySet[PatternFeedback]) -> QuerySet[Pattern
 
 def feedback_counts(queryset: QuerySet[PatternFeedback]) -> dict:
     """`total`, `acknowledged`, `by_type` and `by_severity` of a whole queryset, in one query."""
-    aggregates = {
-        "total": Count("pk"),
-        "acknowledged": Count("pk", filter=Q(acknowledged=True)),
-    }
-    for value in PatternType.values:
-        aggregates[f"type_{value}"] = Count("pk", filter=Q(pattern_type=value))
-    for value in FeedbackSeverity.values:
-        aggregates[f"severity_{value}"] = Count("pk", filter=Q(severity=value))
-    row = queryset.order_by().aggregate(**aggregates)
-    return {
-        "total": row["total"],
-        "acknowledged": row["acknowledged"],
-        "unacknowledged": row["total"] - row["acknowledged"],
-        "by_type": {value: row[f"type_{value}"] for value in PatternType.values},
-        "by_severity": {value: row[f"severity_{value}"] for value in FeedbackSeverity.values},
-    }
+    counts = facet_counts(
+        queryset,
+        facets={
+            "by_type": ("pattern_type", PatternType.values),
+            "by_severity": ("severity", FeedbackSeverity.values),
+        },
+        extra={"acknowledged": Count("pk", filter=Q(acknowledged=True))},
+    )
+    return {**counts, "unacknowledged": counts["total"] - counts["acknowledged"]}
 
 
 def _jsonb_array_length(field_name: str) -> Func:

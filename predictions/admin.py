@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from analytics.admin.display import json_table
+from analytics.admin.readonly import ReadOnlyAdminMixin
 from predictions.models import Prediction
 
 HIGH_CONFIDENCE = 0.7
@@ -41,7 +42,7 @@ class ConfidenceFilter(admin.SimpleListFilter):
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "tenant",
@@ -94,13 +95,3 @@ class PredictionAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="valid")
     def valid(self, obj: Prediction) -> bool:
         return obj.is_valid
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        # Advisory rows are the cycle's output; operators read them, never edit them.
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

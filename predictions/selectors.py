@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.models import Avg, Count, Q, QuerySet
 
 from analytics.models import RunRecord, RunStatus, Tenant
+from analytics.selectors.facets import facet_counts
 from feedback.choices import PatternType
 from feedback.models import PatternFeedback
 from predictions.choices import PredictionType, SubjectType
@@ -177,22 +178,16 @@ def prediction_list(
 
 def prediction_counts(queryset: QuerySet[Prediction]) -> dict:
     """Counts and confidence figures over a whole (filtered) queryset, in one query."""
-    aggregates = {
-        "total": Count("pk"),
-        "avg_confidence": Avg("confidence_score"),
-        "high_confidence": Count("pk", filter=Q(confidence_score__gt=HIGH_CONFIDENCE)),
-        "non_advisory": Count("pk", filter=Q(is_advisory=False)),
-    }
-    for value in PredictionType.values:
-        aggregates[f"type_{value}"] = Count("pk", filter=Q(prediction_type=value))
-    for value in SubjectType.values:
-        aggregates[f"subject_{value}"] = Count("pk", filter=Q(subject_type=value))
-    row = queryset.order_by().aggregate(**aggregates)
-    return {
-        "total": row["total"],
-        "by_type": {value: row[f"type_{value}"] for value in PredictionType.values},
-        "by_subject_type": {value: row[f"subject_{value}"] for value in SubjectType.values},
-        "avg_confidence": round(row["avg_confidence"] or 0.0, 3),
-        "high_confidence_count": row["high_confidence"],
-        "non_advisory_count": row["non_advisory"],
-    }
+    counts = facet_counts(
+        queryset,
+        facets={
+            "by_type": ("prediction_type", PredictionType.values),
+            "by_subject_type": ("subject_type", SubjectType.values),
+        },
+        extra={
+            "avg_confidence": Avg("confidence_score"),
+            "high_confidence_count": Count("pk", filter=Q(confidence_score__gt=HIGH_CONFIDENCE)),
+            "non_advisory_count": Count("pk", filter=Q(is_advisory=False)),
+        },
+    )
+    return {**counts, "avg_confidence": round(counts["avg_confidence"] or 0.0, 3)}

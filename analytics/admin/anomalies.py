@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.html import format_html
 
+from analytics.actors import user_actor
 from analytics.admin.charts import ChartBucket, chart_svg, stacked_chart
 from analytics.admin.display import (
     cost_records_url,
@@ -21,6 +22,7 @@ from analytics.admin.display import (
     money_column,
     runs_url,
 )
+from analytics.admin.readonly import ReadOnlyAdmin, ReadOnlyAdminMixin
 from analytics.admin.triage import (
     BulkTriageActionsMixin,
     CloseLink,
@@ -28,7 +30,6 @@ from analytics.admin.triage import (
     acknowledged_message,
     closed_message,
     labelled_message,
-    request_actor,
 )
 from analytics.models import (
     Anomaly,
@@ -49,7 +50,6 @@ from analytics.services.anomaly_lifecycle import (
 )
 from analytics.services.overview import baseline_band, baselines_by_day
 
-CLOSE_TEMPLATE = "admin/analytics/anomaly/close_selected.html"
 SERIES_DAYS = 14
 BASELINE_SCOPES = ("tenant", "user", "feature", "model")  # entity types with baselines
 SEVERITY_COLOURS = {
@@ -71,7 +71,7 @@ STATUS_COLOURS = {
 
 def acknowledge_anomalies(request, queryset: QuerySet[Anomaly]) -> tuple[dict, str]:
     """Acknowledge the open anomalies; return the service counts and a message for the user."""
-    counts = anomalies_acknowledge(anomalies=queryset, actor=request_actor(request))
+    counts = anomalies_acknowledge(anomalies=queryset, actor=user_actor(request))
     return counts, acknowledged_message(counts, "anomaly(ies)")
 
 
@@ -80,13 +80,13 @@ def close_anomalies(
 ) -> tuple[dict, str]:
     """Resolve or dismiss the open/acknowledged anomalies with the operator's notes."""
     counts = anomalies_resolve(
-        anomalies=queryset, actor=request_actor(request), resolution=resolution, notes=notes
+        anomalies=queryset, actor=user_actor(request), resolution=resolution, notes=notes
     )
     return counts, closed_message(counts, "anomaly(ies)", resolution)
 
 
 def label_anomalies(request, queryset: QuerySet[Anomaly], *, label: str) -> tuple[dict, str]:
-    counts = anomalies_label(anomalies=queryset, actor=request_actor(request), label=label)
+    counts = anomalies_label(anomalies=queryset, actor=user_actor(request), label=label)
     return counts, labelled_message(counts, "anomaly(ies)", label)
 
 
@@ -148,20 +148,7 @@ def badge(text: str, colour: str):
     )
 
 
-class DetectionOutputMixin:
-    """Computed by detection: nobody adds, edits or deletes it."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class TriagedObjectAdminMixin(DetectionOutputMixin):
+class TriagedObjectAdminMixin(ReadOnlyAdminMixin):
     """What the anomaly and incident consoles share besides triage.
 
     Operators who may change their objects triage them; severity and status are shown as
@@ -234,12 +221,18 @@ class AnomalyAdmin(
     bulk_close = staticmethod(close_anomalies)
     bulk_label = staticmethod(label_anomalies)
     bulk_count_noun = "anomaly(ies)"
-    bulk_close_template = CLOSE_TEMPLATE
     bulk_close_description = (
         "These anomalies will be marked <strong>{resolution}</strong>. Anomalies that are "
         "already resolved or dismissed are left as they are."
     )
     close_links = (CloseLink("resolve", "Resolve or dismiss…"),)
+
+    def bulk_item_label(self, obj: Anomaly) -> str:
+        return f"{obj.tenant} · {obj} · {obj.get_status_display()} — {obj.message}"
+
+    bulk_notes_help_text = (
+        "Stored as the resolution notes of every selected anomaly (up to 2000 chars)."
+    )
     notes_help_text = "Stored as the anomaly's resolution notes (up to 2000 chars)."
     list_display = (
         "detected_at",
@@ -421,12 +414,8 @@ class AnomalyAdmin(
 # --- Read-only detection output ----------------------------------------------------------
 
 
-class ReadOnlyDetectionAdmin(DetectionOutputMixin, admin.ModelAdmin):
-    show_full_result_count = False
-
-
 @admin.register(AnomalyEvaluation)
-class AnomalyEvaluationAdmin(ReadOnlyDetectionAdmin):
+class AnomalyEvaluationAdmin(ReadOnlyAdmin):
     list_display = (
         "evaluated_at",
         "tenant",
@@ -451,7 +440,7 @@ class AnomalyEvaluationAdmin(ReadOnlyDetectionAdmin):
 
 
 @admin.register(BreachHistory)
-class BreachHistoryAdmin(ReadOnlyDetectionAdmin):
+class BreachHistoryAdmin(ReadOnlyAdmin):
     list_display = (
         "breach_date",
         "tenant",
@@ -474,7 +463,7 @@ class BreachHistoryAdmin(ReadOnlyDetectionAdmin):
 
 
 @admin.register(DriftTracking)
-class DriftTrackingAdmin(ReadOnlyDetectionAdmin):
+class DriftTrackingAdmin(ReadOnlyAdmin):
     list_display = (
         "tenant",
         "entity_type",

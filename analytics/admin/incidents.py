@@ -13,18 +13,17 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.urls import reverse
 
+from analytics.actors import user_actor
 from analytics.admin.anomalies import NeedsAttentionFilter, TriagedObjectAdminMixin
 from analytics.admin.charts import nice_step
 from analytics.admin.display import cost_records_url, day_bounds, runs_url
 from analytics.admin.triage import (
     BulkTriageActionsMixin,
     CloseLink,
-    CloseNotesForm,
     DetailTriageMixin,
     acknowledged_message,
     closed_message,
     labelled_message,
-    request_actor,
 )
 from analytics.models import AnomalyStatus, FeedbackLabel, Incident
 from analytics.money import dollars
@@ -51,7 +50,7 @@ def percent(value: float | None) -> str:
 
 def acknowledge_incidents(request, queryset: QuerySet[Incident]) -> tuple[dict, str]:
     """Acknowledge the open incidents and their anomalies; return the counts and a message."""
-    counts = incidents_acknowledge(incidents=queryset, actor=request_actor(request))
+    counts = incidents_acknowledge(incidents=queryset, actor=user_actor(request))
     return counts, acknowledged_message(counts, "incident(s)")
 
 
@@ -60,23 +59,14 @@ def close_incidents(
 ) -> tuple[dict, str]:
     """Resolve or dismiss the open/acknowledged incidents and their anomalies, with notes."""
     counts = incidents_resolve(
-        incidents=queryset, actor=request_actor(request), resolution=resolution, notes=notes
+        incidents=queryset, actor=user_actor(request), resolution=resolution, notes=notes
     )
     return counts, closed_message(counts, "incident(s)", resolution)
 
 
 def label_incidents(request, queryset: QuerySet[Incident], *, label: str) -> tuple[dict, str]:
-    counts = incidents_label(incidents=queryset, actor=request_actor(request), label=label)
+    counts = incidents_label(incidents=queryset, actor=user_actor(request), label=label)
     return counts, labelled_message(counts, "incident(s)", label)
-
-
-class IncidentCloseNotesForm(CloseNotesForm):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["notes"].help_text = (
-            "Stored as the resolution notes of every selected incident and of its anomalies "
-            "(up to 2000 chars)."
-        )
 
 
 # --- The chart -----------------------------------------------------------------------------
@@ -205,7 +195,10 @@ class IncidentAdmin(
     bulk_close = staticmethod(close_incidents)
     bulk_label = staticmethod(label_incidents)
     bulk_count_noun = "incident(s)"
-    bulk_notes_form = IncidentCloseNotesForm
+    bulk_notes_help_text = (
+        "Stored as the resolution notes of every selected incident and of its anomalies "
+        "(up to 2000 chars)."
+    )
     bulk_close_description = (
         "These incidents and their anomalies will be marked {resolution}. Incidents that are "
         "already resolved or dismissed are left as they are."

@@ -3,15 +3,14 @@
 from django.contrib import admin
 from django.db.models import Count, Q
 
-from analytics.admin.records import ReadOnlyAdmin
+from analytics.admin.readonly import ReadOnlyAdmin, ReadOnlyAdminMixin
 from analytics.models import JobChunk, JobChunkStatus, JobRun
 from analytics.services.job_runs import job_run_report
 
 
-class JobChunkInline(admin.TabularInline):
+class JobChunkInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = JobChunk
     extra = 0
-    can_delete = False
     fields = (
         "index",
         "status",
@@ -26,12 +25,6 @@ class JobChunkInline(admin.TabularInline):
     )
     readonly_fields = fields
     ordering = ("index",)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="tenants")
     def tenant_count(self, chunk: JobChunk) -> int:

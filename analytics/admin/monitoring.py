@@ -7,7 +7,7 @@ constraints); saving goes through the same services as the API, so both write al
 from django import forms
 from django.contrib import admin
 
-from analytics.admin.triage import request_actor
+from analytics.actors import user_actor
 from analytics.models import DetectionSettings, EntityType, PlannedActivity
 from analytics.selectors.incidents import (
     SETTING_NAMES,
@@ -85,7 +85,7 @@ class DetectionSettingsAdmin(admin.ModelAdmin):
         stored = detection_settings_update(
             tenant=obj.tenant,
             values={name: getattr(obj, name) for name in SETTING_NAMES},
-            actor=request_actor(request),
+            actor=user_actor(request),
             partial=False,
         )
         obj.pk, obj.updated_at, obj.updated_by = stored.pk, stored.updated_at, stored.updated_by
@@ -168,7 +168,7 @@ class PlannedActivityAdmin(admin.ModelAdmin):
         if change:
             planned_activity_update(planned_activity=obj, data=data)
             return
-        plan = planned_activity_create(tenant=obj.tenant, data=data, actor=request_actor(request))
+        plan = planned_activity_create(tenant=obj.tenant, data=data, actor=user_actor(request))
         obj.pk, obj.created_at, obj.created_by = plan.pk, plan.created_at, plan.created_by
 
     @admin.display(description="scope", ordering="entity_id")

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from analytics.admin.display import money, money_column
+from analytics.admin.readonly import ReadOnlyAdmin
 from analytics.models import Budget, BudgetPeriod, CostRecord, FeatureTag, RunRecord
 from analytics.selectors.budgets import budget_period_status
 
@@ -111,21 +112,6 @@ def _instant(value: str | None) -> str:
     if not value:
         return ""
     return value.replace("T00:00:00+00:00", "").replace(":00+00:00", "").replace("T", " ")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Append-only data: operators look, they do not edit."""
-
-    show_full_result_count = False  # no COUNT(*) over millions of rows per page view
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(CostRecord)

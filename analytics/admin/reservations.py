@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.utils import timezone
 
+from analytics.admin.readonly import ReadOnlyAdminMixin
 from analytics.models import BudgetReservation
 from analytics.money import dollars
 from analytics.selectors.reservations import with_current_status
@@ -26,7 +27,7 @@ class CurrentStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(BudgetReservation)
-class BudgetReservationAdmin(admin.ModelAdmin):
+class BudgetReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Reservations are written by agents through the API; operators look, they do not edit.
 
     `?current_status=open` lists those holding budget right now.
@@ -59,12 +60,3 @@ class BudgetReservationAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="current_status")
     def current(self, obj: BudgetReservation) -> str:
         return Status(obj.current_status).label
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

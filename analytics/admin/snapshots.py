@@ -5,6 +5,7 @@ from collections import Counter
 
 from django.contrib import admin, messages
 
+from analytics.admin.readonly import ReadOnlyAdminMixin
 from analytics.models import Baseline, CostSnapshot, SnapshotAggregate
 from analytics.services.snapshots import snapshot_compute
 
@@ -25,10 +26,9 @@ def snapshots_recompute(queryset) -> Counter:
     return counts
 
 
-class SnapshotAggregateInline(admin.TabularInline):
+class SnapshotAggregateInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SnapshotAggregate
     extra = 0
-    can_delete = False
     fields = (
         "entity_type",
         "entity_id",
@@ -45,15 +45,9 @@ class SnapshotAggregateInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ("entity_type", "entity_id")
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(CostSnapshot)
-class CostSnapshotAdmin(admin.ModelAdmin):
+class CostSnapshotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "period_start",
         "snapshot_type",
@@ -89,15 +83,6 @@ class CostSnapshotAdmin(admin.ModelAdmin):
     inlines = [SnapshotAggregateInline]
     actions = ["recompute"]
 
-    def has_add_permission(self, request) -> bool:
-        return False  # snapshots come from the service: the jobs, the API or "recompute"
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
     @admin.action(description="Recompute selected snapshots")
     def recompute(self, request, queryset):
         counts = snapshots_recompute(queryset)
@@ -108,7 +93,7 @@ class CostSnapshotAdmin(admin.ModelAdmin):
 
 
 @admin.register(Baseline)
-class BaselineAdmin(admin.ModelAdmin):
+class BaselineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "as_of",
         "window_days",
@@ -128,12 +113,3 @@ class BaselineAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -21,16 +20,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
+from analytics.actors import user_actor
+from analytics.admin.actions import action_form
 from analytics.errors import DomainError
 from analytics.models import AnomalyStatus, FeedbackLabel
 from analytics.services.anomaly_lifecycle import CLOSED_STATUSES
 
-ACTION_FORM_TEMPLATE = "admin/action_form.html"
 OBJECT_FORM_TEMPLATE = "admin/object_action_form.html"
-
-
-def request_actor(request) -> str:
-    return f"user:{request.user.get_username()}"
 
 
 # --- The messages of the bulk action bodies; `noun` is the count noun, "incident(s)" -------
@@ -57,11 +53,9 @@ def labelled_message(counts: dict, noun: str, label: str) -> str:
 
 
 class CloseNotesForm(forms.Form):
+    # The help text is the admin's: `bulk_notes_help_text`, `notes_help_text`.
     notes = forms.CharField(
-        required=False,
-        max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
-        help_text="Stored as the resolution notes of every selected anomaly (up to 2000 chars).",
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
     )
 
 
@@ -94,10 +88,15 @@ class BulkTriageActionsMixin:
         "label_planned_activity",
     )
     bulk_count_noun = ""  # "incident(s)": the notes form's title, "Resolve 3 incident(s)"
-    bulk_notes_form = CloseNotesForm
-    bulk_close_template = ACTION_FORM_TEMPLATE
+    bulk_notes_help_text = (
+        "Stored as the resolution notes of every selected object (up to 2000 chars)."
+    )
     # Above the notes form, a format_html() string with {resolution}.
     bulk_close_description = ""
+
+    def bulk_item_label(self, obj) -> str:
+        """One selected object's line on the notes form."""
+        return str(obj)
 
     # --- the bulk action bodies; an admin sets them to staticmethod(<helper>) ---
 
@@ -148,26 +147,23 @@ class BulkTriageActionsMixin:
 
     def _close_with_notes(self, request, queryset, resolution):
         """First pass shows a notes form for the selection; its submit applies the action."""
-        form = self.bulk_notes_form(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            _, text = self.bulk_close(
-                request, queryset, resolution=resolution, notes=form.cleaned_data["notes"]
-            )
-            self.message_user(request, text, messages.SUCCESS)
-            return None
         verb = "Resolve" if resolution == AnomalyStatus.RESOLVED else "Dismiss"
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb} {queryset.count()} {self.bulk_count_noun}",
-            "description": format_html(self.bulk_close_description, resolution=resolution),
-            "opts": self.model._meta,
-            "queryset": queryset.select_related("tenant"),
-            "form": form,
-            "action": request.POST.get("action"),
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            "submit_label": verb,
-        }
-        return TemplateResponse(request, self.bulk_close_template, context)
+        data, page = action_form(
+            self,
+            request,
+            queryset.select_related("tenant"),
+            form_class=CloseNotesForm,
+            title=f"{verb} {queryset.count()} {self.bulk_count_noun}",
+            description=format_html(self.bulk_close_description, resolution=resolution),
+            submit=verb,
+            help_texts={"notes": self.bulk_notes_help_text},
+            item_label=self.bulk_item_label,
+        )
+        if page is not None:
+            return page
+        _, text = self.bulk_close(request, queryset, resolution=resolution, notes=data["notes"])
+        self.message_user(request, text, messages.SUCCESS)
+        return None
 
 
 @dataclass(frozen=True)
@@ -288,7 +284,7 @@ class DetailTriageMixin:
         return self._apply(
             request,
             obj,
-            lambda: self.triage_acknowledge(obj, actor=request_actor(request)),
+            lambda: self.triage_acknowledge(obj, actor=user_actor(request)),
             "acknowledged",
         )
 
@@ -305,7 +301,7 @@ class DetailTriageMixin:
                 obj,
                 lambda: self.triage_resolve(
                     obj,
-                    actor=request_actor(request),
+                    actor=user_actor(request),
                     resolution=chosen,
                     notes=form.cleaned_data["notes"],
                 ),
@@ -341,7 +337,7 @@ class DetailTriageMixin:
         return self._apply(
             request,
             obj,
-            lambda: self.triage_label(obj, actor=request_actor(request), label=label),
+            lambda: self.triage_label(obj, actor=user_actor(request), label=label),
             f"labelled {label}",
         )
 

@@ -2,6 +2,7 @@
 
 from rest_framework import exceptions, permissions
 
+from analytics.actors import user_actor
 from analytics.models import ApiKey, Tenant
 
 
@@ -19,7 +20,7 @@ def request_actor(request) -> str:
     """Actor string recorded on lifecycle actions: `api-key:<prefix>` or `user:<username>`."""
     if isinstance(request.auth, ApiKey):
         return request.auth.actor
-    return f"user:{request.user.get_username()}"
+    return user_actor(request)
 
 
 def _is_authenticated(request) -> bool:

@@ -22,7 +22,12 @@ from analytics.api.snapshot_serializers import (
     SnapshotFilterSerializer,
     SnapshotSerializer,
 )
-from analytics.api.views import SchemaSafeMixin, query_filters, service_errors_as_400
+from analytics.api.views import (
+    SchemaSafeMixin,
+    query_filters,
+    service_errors_as_400,
+    validated,
+)
 from analytics.api.viewsets import TenantScopedMixin
 from analytics.models import CostSnapshot
 from analytics.selectors.snapshots import (
@@ -80,14 +85,13 @@ class SnapshotViewSet(
     @action(detail=False, methods=["post"])
     def compute(self, request):
         """Compute or recompute one period; the same period again bumps the version."""
-        serializer = SnapshotComputeInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(SnapshotComputeInputSerializer, request.data)
         tenant = request_tenant(request)
         with service_errors_as_400():
             snapshot = snapshot_compute(
                 tenant=tenant,
-                snapshot_type=serializer.validated_data["snapshot_type"],
-                period_start=serializer.validated_data.get("period_start"),
+                snapshot_type=data["snapshot_type"],
+                period_start=data.get("period_start"),
             )
         snapshot = snapshot_get_detail(tenant=tenant, snapshot_id=snapshot.pk)
         return Response(SnapshotDetailSerializer(snapshot).data)
@@ -100,11 +104,8 @@ class SnapshotViewSet(
     def evaluate(self, request, pk=None):
         """Evaluate a complete snapshot against its 7-day baselines (409 otherwise)."""
         snapshot = self.get_object()
-        serializer = SnapshotEvaluateInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        result = snapshot_evaluate(
-            snapshot=snapshot, threshold_pct=serializer.validated_data["threshold_pct"]
-        )
+        data = validated(SnapshotEvaluateInputSerializer, request.data)
+        result = snapshot_evaluate(snapshot=snapshot, threshold_pct=data["threshold_pct"])
         return Response(
             {
                 "evaluated": result["evaluated"],
@@ -121,13 +122,12 @@ class BaselineComputeView(APIView):
         request=BaselineComputeInputSerializer, responses=BaselineComputeResultSerializer
     )
     def post(self, request):
-        serializer = BaselineComputeInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(BaselineComputeInputSerializer, request.data)
         with service_errors_as_400():
             baselines = baseline_compute(
                 tenant=request_tenant(request),
-                window_days=serializer.validated_data["window_days"],
-                as_of=serializer.validated_data.get("as_of"),
+                window_days=data["window_days"],
+                as_of=data.get("as_of"),
             )
         return Response(
             {"count": len(baselines), "baselines": BaselineSerializer(baselines, many=True).data}

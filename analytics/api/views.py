@@ -127,6 +127,15 @@ def query_filters(request, serializer_class) -> dict:
     return validated(serializer_class, request.query_params)
 
 
+def validated_query(serializer_class, request, **extra) -> dict:
+    """The query string validated as a plain dict, `extra` (e.g. a path value) merged in.
+
+    A plain dict, not the QueryDict: DRF reads an absent boolean in form-style input as
+    false, which would turn "not given" into "false".
+    """
+    return validated(serializer_class, {**request.query_params.dict(), **extra})
+
+
 class SchemaSafeMixin:
     """Schema generation runs views without a tenant; give it an empty queryset."""
 

@@ -6,6 +6,7 @@ Estimated costs are stored in cents and shown in dollars.
 from django.contrib import admin
 
 from analytics.admin.display import json_table, money_column
+from analytics.admin.readonly import ReadOnlyAdminMixin
 from costsim.models import Provenance
 
 
@@ -16,7 +17,7 @@ def _pretty_json(value) -> str:
 
 
 @admin.register(Provenance)
-class ProvenanceAdmin(admin.ModelAdmin):
+class ProvenanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Append-only rows: nothing can be added, changed or deleted here.
 
     Only the retention prune deletes provenance, so the delete action is gone too.
@@ -112,12 +113,3 @@ class ProvenanceAdmin(admin.ModelAdmin):
         if url_name.endswith("changelist"):
             queryset = queryset.defer("input_json", "output_json")
         return queryset
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

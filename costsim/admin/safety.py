@@ -12,13 +12,14 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import QuerySet
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
+from analytics.actors import user_actor
+from analytics.admin.actions import action_form
+from analytics.admin.readonly import ReadOnlyAdminMixin
 from costsim.models import BreakerIncident, CanaryReport, CircuitBreaker
 from costsim.services.breaker import (
     breaker_disable,
@@ -29,12 +30,6 @@ from costsim.services.breaker import (
 from notifications.selectors import breaker_deliveries
 
 AUDIT_TRAIL_ROWS = 20
-ACTION_TEMPLATE = "admin/action_form.html"
-
-
-def admin_actor(request) -> str:
-    """Actor string of an admin user, ``user:<username>``, as the API records staff."""
-    return f"user:{request.user.get_username()}"
 
 
 # Action bodies ------------------------------------------------------------------------
@@ -83,29 +78,6 @@ class NotesForm(forms.Form):
     notes = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
 
 
-def _form_action(modeladmin, request, queryset, *, form_class, title, description, submit):
-    """Show `form_class` for the selected rows; return (cleaned_data, None) once submitted
-    valid, else (None, the form page)."""
-    if "apply" in request.POST:
-        form = form_class(request.POST)
-        if form.is_valid():
-            return form.cleaned_data, None
-    else:
-        form = form_class()
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "description": description,
-        "submit_label": submit,
-        "form": form,
-        "queryset": queryset,
-        "opts": modeladmin.model._meta,
-        "action": request.POST.get("action", ""),
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-    }
-    return None, TemplateResponse(request, ACTION_TEMPLATE, context)
-
-
 def _pretty_json(value) -> str:
     return format_html(
         '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
@@ -121,17 +93,8 @@ def _admin_link(obj, label=None) -> str:
     return format_html('<a href="{}">{}</a>', url, label or obj.pk)
 
 
-class _OperatorAdmin(admin.ModelAdmin):
+class _OperatorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only pages whose only writes are actions, allowed to users with change rights."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_operate_permission(self, request) -> bool:
         opts = self.model._meta
@@ -250,7 +213,7 @@ class CircuitBreakerAdmin(_OperatorAdmin):
 
     @admin.action(description="Disable V2 (reason, optional TTL)", permissions=["operate"])
     def disable_v2(self, request, queryset: QuerySet):
-        data, page = _form_action(
+        data, page = action_form(
             self,
             request,
             queryset,
@@ -265,14 +228,14 @@ class CircuitBreakerAdmin(_OperatorAdmin):
         if page is not None:
             return page
         message = disable_breaker(
-            actor=admin_actor(request), reason=data["reason"], ttl_hours=data["ttl_hours"]
+            actor=user_actor(request), reason=data["reason"], ttl_hours=data["ttl_hours"]
         )
         self.message_user(request, message, messages.WARNING)
         return None
 
     @admin.action(description="Enable V2 (reason)", permissions=["operate"])
     def enable_v2(self, request, queryset: QuerySet):
-        data, page = _form_action(
+        data, page = action_form(
             self,
             request,
             queryset,
@@ -285,7 +248,7 @@ class CircuitBreakerAdmin(_OperatorAdmin):
         )
         if page is not None:
             return page
-        message = enable_breaker(actor=admin_actor(request), reason=data["reason"])
+        message = enable_breaker(actor=user_actor(request), reason=data["reason"])
         self.message_user(request, message, messages.SUCCESS)
         return None
 
@@ -366,7 +329,7 @@ class BreakerIncidentAdmin(_OperatorAdmin):
 
     @admin.action(description="Resolve selected incidents (notes)", permissions=["operate"])
     def resolve(self, request, queryset: QuerySet):
-        data, page = _form_action(
+        data, page = action_form(
             self,
             request,
             queryset,
@@ -381,7 +344,7 @@ class BreakerIncidentAdmin(_OperatorAdmin):
         if page is not None:
             return page
         resolved, left = resolve_incidents(
-            actor=admin_actor(request),
+            actor=user_actor(request),
             incident_ids=list(queryset.values_list("pk", flat=True)),
             notes=data["notes"],
         )

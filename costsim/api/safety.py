@@ -19,6 +19,7 @@ from analytics.api.permissions import (
     request_actor,
     request_tenant,
 )
+from analytics.api.views import validated, validated_query
 from costsim.api import safety_serializers as s
 from costsim.selectors import breaker_incident_list, canary_report_list
 from costsim.services import alert_rules, datasets
@@ -27,20 +28,6 @@ from costsim.services.calibration import calibration_report
 from costsim.services.canary import canary_run
 from costsim.services.divergence import divergence_report
 from costsim.services.estimators import estimate_v2
-
-
-def _query(serializer_class, request) -> dict:
-    # A plain dict, not the QueryDict: DRF reads a missing boolean in form-like input as
-    # False, which would turn "no filter" into "passed=false".
-    serializer = serializer_class(data=request.query_params.dict())
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def _body(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def _configured_estimate_v2():
@@ -61,7 +48,7 @@ class IncidentListView(generics.ListAPIView):
 
     @extend_schema(parameters=[s.IncidentListQuerySerializer], responses=s.IncidentPageSerializer)
     def get(self, request):
-        query = _query(s.IncidentListQuerySerializer, request)
+        query = validated_query(s.IncidentListQuerySerializer, request)
         incidents = breaker_incident_list(include_resolved=query["include_resolved"])
         page = self.paginate_queryset(incidents)
         body = {**self.paginator.page_links(), "results": page, "total": incidents.count()}
@@ -73,7 +60,7 @@ class BreakerDisableView(APIView):
 
     @extend_schema(request=s.BreakerDisableInputSerializer, responses=s.BreakerStateSerializer)
     def post(self, request):
-        data = _body(s.BreakerDisableInputSerializer, request)
+        data = validated(s.BreakerDisableInputSerializer, request.data)
         breaker = breaker_disable(
             reason=data["reason"], actor=request_actor(request), ttl_hours=data.get("ttl_hours")
         )
@@ -87,7 +74,7 @@ class BreakerEnableView(APIView):
         request=s.BreakerEnableInputSerializer, responses=s.BreakerEnableOutputSerializer
     )
     def post(self, request):
-        data = _body(s.BreakerEnableInputSerializer, request)
+        data = validated(s.BreakerEnableInputSerializer, request.data)
         result = breaker_enable(reason=data.get("reason") or None, actor=request_actor(request))
         payload = {
             "changed": result.changed,
@@ -105,7 +92,7 @@ class CanaryRunView(APIView):
 
     @extend_schema(request=s.CanaryRunInputSerializer, responses=s.CanaryRunReportSerializer)
     def post(self, request):
-        data = _body(s.CanaryRunInputSerializer, request)
+        data = validated(s.CanaryRunInputSerializer, request.data)
         report = canary_run(
             sample_count=data["sample_count"], drift_threshold=data["drift_threshold"]
         )
@@ -120,7 +107,7 @@ class CanaryReportListView(generics.ListAPIView):
         parameters=[s.CanaryReportListQuerySerializer], responses=s.CanaryReportPageSerializer
     )
     def get(self, request):
-        query = _query(s.CanaryReportListQuerySerializer, request)
+        query = validated_query(s.CanaryReportListQuerySerializer, request)
         reports = canary_report_list(status=query.get("status"), passed=query["passed"])
         page = self.paginate_queryset(reports)
         body = {**self.paginator.page_links(), "results": page, "total": reports.count()}
@@ -160,7 +147,7 @@ class DatasetValidateView(APIView):
 
     @extend_schema(request=s.EmptyInputSerializer, responses=s.DatasetValidationSerializer)
     def post(self, request, dataset_id: str):
-        _body(s.EmptyInputSerializer, request)
+        validated(s.EmptyInputSerializer, request.data)
         try:
             result = datasets.validate_dataset(dataset_id, estimate=_configured_estimate_v2())
         except datasets.UnknownDataset as exc:
@@ -173,7 +160,7 @@ class DatasetValidateAllView(APIView):
 
     @extend_schema(request=s.EmptyInputSerializer, responses=s.DatasetValidationAllSerializer)
     def post(self, request):
-        _body(s.EmptyInputSerializer, request)
+        validated(s.EmptyInputSerializer, request.data)
         return Response(datasets.validate_all(estimate=_configured_estimate_v2()))
 
 
@@ -197,7 +184,7 @@ class DivergenceView(APIView):
 
     @extend_schema(parameters=[s.DivergenceQuerySerializer], responses=s.DivergenceReportSerializer)
     def get(self, request):
-        query = _query(s.DivergenceQuerySerializer, request)
+        query = validated_query(s.DivergenceQuerySerializer, request)
         report = divergence_report(tenant=request_tenant(request), days=query["days"])
         return Response(s.DivergenceReportSerializer(report).data)
 
@@ -209,7 +196,7 @@ class CalibrationView(APIView):
         parameters=[s.CalibrationQuerySerializer], responses=s.CalibrationReportSerializer
     )
     def get(self, request):
-        query = _query(s.CalibrationQuerySerializer, request)
+        query = validated_query(s.CalibrationQuerySerializer, request)
         report = calibration_report(
             tenant=request_tenant(request),
             start=query["from"],

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from analytics.api.authentication import ApiKeyAuthentication
 from analytics.api.fields import format_datetime
 from analytics.api.permissions import IsAuthenticatedCaller, request_tenant
+from analytics.api.views import query_filters
 from analytics.api.viewsets import TenantScopedMixin
 from costsim.api.serializers import (
     DriftStatsFilterSerializer,
@@ -203,9 +204,7 @@ class ProvenanceViewSet(TenantScopedMixin, mixins.ListModelMixin, viewsets.Gener
     ordering = ("-created_at", "-id")
 
     def get_tenant_queryset(self, tenant):
-        filters = ProvenanceFilterSerializer(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        data = filters.validated_data
+        data = query_filters(self.request, ProvenanceFilterSerializer)
         return provenance_list(
             tenant=tenant,
             variant_slug=data.get("variant_slug"),
@@ -229,11 +228,10 @@ class ProvenanceViewSet(TenantScopedMixin, mixins.ListModelMixin, viewsets.Gener
     @extend_schema(parameters=_WINDOW_PARAMETERS, responses=DriftStatsSerializer)
     @action(detail=False, methods=["get"], url_path="drift-stats", pagination_class=None)
     def drift_stats(self, request: Request) -> Response:
-        filters = DriftStatsFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = query_filters(request, DriftStatsFilterSerializer)
         stats = provenance_drift_stats(
             tenant=self.get_tenant(),
-            start=filters.validated_data.get("from"),
-            end=filters.validated_data.get("to"),
+            start=filters.get("from"),
+            end=filters.get("to"),
         )
         return Response(DriftStatsSerializer(stats).data)

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from analytics.api.actors import ActorField
+from analytics.api.facets import choice_counts_serializer
 from analytics.api.fields import AwareDateTimeField, StrictSerializer
 from analytics.api.pagination import PageSerializer
 from feedback.choices import FeedbackSeverity, PatternType
@@ -70,15 +71,12 @@ class FeedbackDetailSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class FeedbackCountsByTypeSerializer(serializers.Serializer):
-    failure_pattern = serializers.IntegerField()
-    cost_spike = serializers.IntegerField()
-
-
-class FeedbackCountsBySeveritySerializer(serializers.Serializer):
-    info = serializers.IntegerField()
-    warning = serializers.IntegerField()
-    critical = serializers.IntegerField()
+FeedbackCountsByTypeSerializer = choice_counts_serializer(
+    "FeedbackCountsByType", PatternType.values
+)
+FeedbackCountsBySeveritySerializer = choice_counts_serializer(
+    "FeedbackCountsBySeverity", FeedbackSeverity.values
+)
 
 
 class FeedbackPageSerializer(PageSerializer):

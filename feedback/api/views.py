@@ -3,7 +3,9 @@ from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from analytics.api.facets import faceted_page
 from analytics.api.permissions import request_actor
+from analytics.api.views import validated, validated_query
 from analytics.api.viewsets import TenantScopedMixin
 from feedback.api.serializers import (
     FeedbackDetailSerializer,
@@ -32,24 +34,19 @@ class FeedbackViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(parameters=[FeedbackListQuerySerializer], responses=FeedbackPageSerializer)
     def list(self, request):
-        query = FeedbackListQuerySerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = validated_query(FeedbackListQuerySerializer, request)
         filtered = feedback_list(
             tenant=self.get_tenant(),
             pattern_type=params.get("pattern_type"),
             severity=params.get("severity"),
             acknowledged=params["acknowledged"],
         )
-        counts = feedback_counts(filtered)
-        page = self.paginate_queryset(feedback_list_items(filtered))
-        body = {
-            **self.paginator.page_links(),
-            "results": page,
-            "total": counts["total"],
-            "by_type": counts["by_type"],
-            "by_severity": counts["by_severity"],
-        }
+        body = faceted_page(
+            self,
+            feedback_list_items(filtered),
+            feedback_counts(filtered),
+            ("by_type", "by_severity"),
+        )
         return Response(FeedbackPageSerializer(body).data)
 
     @extend_schema(responses=FeedbackStatsSerializer)
@@ -66,13 +63,13 @@ class FeedbackViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, pk=None):
         feedback = self.get_object()
-        FeedbackEmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        validated(FeedbackEmptyBodySerializer, request.data)
         feedback = feedback_acknowledge(feedback=feedback, actor=request_actor(request))
         return Response(FeedbackDetailSerializer(feedback).data)
 
     @extend_schema(request=FeedbackEmptyBodySerializer, responses=PatternDetectionResultSerializer)
     @action(detail=False, methods=["post"])
     def detect(self, request):
-        FeedbackEmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        validated(FeedbackEmptyBodySerializer, request.data)
         result = patterns_detect(tenant=self.get_tenant())
         return Response(PatternDetectionResultSerializer(result).data)

@@ -1,6 +1,7 @@
 from django.utils import timezone
 from rest_framework import serializers
 
+from analytics.api.facets import choice_counts_serializer
 from analytics.api.fields import AwareDateTimeField, StrictSerializer
 from analytics.api.pagination import PageSerializer
 from predictions.choices import PredictionType, SubjectType
@@ -90,15 +91,12 @@ class SubjectPredictionSerializer(_ValidityMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PredictionCountsByTypeSerializer(serializers.Serializer):
-    failure_likelihood = serializers.IntegerField()
-    cost_overrun = serializers.IntegerField()
-
-
-class PredictionCountsBySubjectTypeSerializer(serializers.Serializer):
-    worker = serializers.IntegerField()
-    run = serializers.IntegerField()
-    tenant = serializers.IntegerField()
+PredictionCountsByTypeSerializer = choice_counts_serializer(
+    "PredictionCountsByType", PredictionType.values
+)
+PredictionCountsBySubjectTypeSerializer = choice_counts_serializer(
+    "PredictionCountsBySubjectType", SubjectType.values
+)
 
 
 class PredictionPageSerializer(PageSerializer):

@@ -4,6 +4,8 @@ from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from analytics.api.facets import faceted_page
+from analytics.api.views import validated, validated_query
 from analytics.api.viewsets import TenantScopedMixin
 from predictions.api.serializers import (
     PredictionCycleResultSerializer,
@@ -21,14 +23,6 @@ from predictions.selectors import prediction_counts, prediction_list
 from predictions.services.cycle import prediction_cycle_run
 
 
-def _validated_query(serializer_class, request, **extra) -> dict:
-    # A plain dict, not the QueryDict: DRF reads an absent boolean in form-style input
-    # as false, which would flip the meaning of "not given".
-    serializer = serializer_class(data={**request.query_params.dict(), **extra})
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 @extend_schema(tags=["predictions"])
 class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Advisory predictions of the caller's tenant: list, detail, stats and a manual cycle."""
@@ -39,7 +33,8 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
     ordering = ("-created_at", "id")
 
     def get_tenant_queryset(self, tenant):
-        return Prediction.objects.for_tenant(tenant)
+        # The detail page shows an expired prediction too; only the lists hide them.
+        return prediction_list(tenant=tenant, now=self.now, include_expired=True)
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "now": getattr(self, "now", None)}
@@ -51,7 +46,7 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(parameters=[PredictionListQuerySerializer], responses=PredictionPageSerializer)
     def list(self, request):
-        params = _validated_query(PredictionListQuerySerializer, request)
+        params = validated_query(PredictionListQuerySerializer, request)
         filtered = prediction_list(
             tenant=self.get_tenant(),
             now=self.now,
@@ -60,15 +55,9 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
             subject_type=params.get("subject_type"),
             subject_id=params.get("subject_id"),
         )
-        counts = prediction_counts(filtered)
-        page = self.paginate_queryset(filtered)
-        body = {
-            **self.paginator.page_links(),
-            "results": page,
-            "total": counts["total"],
-            "by_type": counts["by_type"],
-            "by_subject_type": counts["by_subject_type"],
-        }
+        body = faceted_page(
+            self, filtered, prediction_counts(filtered), ("by_type", "by_subject_type")
+        )
         return Response(PredictionPageSerializer(body, context=self.get_serializer_context()).data)
 
     @extend_schema(
@@ -76,7 +65,7 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     @action(detail=False, methods=["get"])
     def stats(self, request):
-        params = _validated_query(PredictionIncludeExpiredQuerySerializer, request)
+        params = validated_query(PredictionIncludeExpiredQuerySerializer, request)
         counts = prediction_counts(
             prediction_list(
                 tenant=self.get_tenant(), now=self.now, include_expired=params["include_expired"]
@@ -98,7 +87,7 @@ class PredictionViewSet(TenantScopedMixin, mixins.RetrieveModelMixin, viewsets.G
     @extend_schema(request=PredictionEmptyBodySerializer, responses=PredictionCycleResultSerializer)
     @action(detail=False, methods=["post"])
     def run(self, request):
-        PredictionEmptyBodySerializer(data=request.data).is_valid(raise_exception=True)
+        validated(PredictionEmptyBodySerializer, request.data)
         result = prediction_cycle_run(tenant=self.get_tenant())
         # Rendered after the cycle, so rows written just now count as valid.
         context = {**self.get_serializer_context(), "now": timezone.now()}
@@ -122,7 +111,7 @@ class PredictionSubjectView(TenantScopedMixin, generics.ListAPIView):
 
     def list(self, request, subject_type: str, subject_id: str):
         now = timezone.now()
-        params = _validated_query(
+        params = validated_query(
             PredictionSubjectQuerySerializer,
             request,
             subject_type=subject_type,

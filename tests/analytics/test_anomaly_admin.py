@@ -146,6 +146,18 @@ def test_resolve_action_asks_for_notes_first(tenant, admin_client):
     assert (anomaly.status, anomaly.resolution_notes) == ("resolved", "capacity test")
 
 
+def test_notes_form_lists_each_anomaly_with_its_tenant_status_and_message(tenant, admin_client):
+    anomaly = AnomalyFactory(tenant=tenant, message="spend doubled")
+
+    form_page = admin_client.post(
+        CHANGELIST, {"action": "resolve_selected", ACTION_CHECKBOX_NAME: [anomaly.pk]}
+    )
+
+    assert [t.name for t in form_page.templates][0] == "admin/action_form.html"
+    assert f"<li>{tenant} · {anomaly} · Open — spend doubled</li>" in form_page.content.decode()
+    assert "every selected anomaly (up to 2000 chars)" in form_page.content.decode()
+
+
 def test_dismiss_action_rejects_overlong_notes(tenant, admin_client):
     anomaly = AnomalyFactory(tenant=tenant)
 
