@@ -286,10 +286,8 @@ def simulate_v2_explicit(
     return {"v2": shadow.v2_output, "comparison": result_dict(shadow.comparison)}
 
 
-def _names_a_model(plan: list[dict[str, Any]]) -> bool:
-    return any(
-        isinstance(step.get("params"), dict) and step["params"].get("model") for step in plan
-    )
+def _prices_a_call(plan: list[dict[str, Any]]) -> bool:
+    return any(estimators.names_priced_call(step.get("params") or {}) for step in plan)
 
 
 class _Shadow:
@@ -328,12 +326,12 @@ class _Shadow:
     ) -> None:
         """V2 and the comparison; an exception of V2 is kept, not raised.
 
-        Reads the database only when a step names a model: the tenant's price overrides then
-        take part in its price, as they do at ingest.
+        Reads the database only when a step names a model and token counts: the tenant's
+        price overrides then take part in its price, as they do at ingest.
         """
         self.estimated = True
         try:
-            overrides = override_rules(tenant=self.tenant) if _names_a_model(plan) else ()
+            overrides = override_rules(tenant=self.tenant) if _prices_a_call(plan) else ()
             self.v2 = estimators.estimate_v2(
                 plan,
                 budget_cents=budget_cents,
