@@ -23,6 +23,7 @@ from analytics.models import (
     Tenant,
 )
 from analytics.selectors.snapshots import baseline_list
+from analytics.services.locks import LockId
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,10 @@ BASELINE_WINDOWS = (7, 30)
 # Hourly snapshots compare an hour with the same hour of the previous 7 and 30 days.
 SAME_HOUR_DAYS = 30
 # Baseline upserts of one tenant are serialised with a transaction-scoped advisory lock in
-# the two-key space (class, tenant id), which cannot collide with the single-key job locks
-# 7001-7004. Without it two computations of different as_of dates could each see the other's
+# the two-key space (class, tenant id), which cannot collide with the single-key job locks.
+# Without it two computations of different as_of dates could each see the other's
 # uncommitted rows as not current and both flag their own rows current.
-BASELINE_LOCK_CLASS = 7104
+BASELINE_LOCK_CLASS = int(LockId.BASELINE)
 
 
 def snapshot_period(

@@ -60,8 +60,9 @@ def tenants_run_each(
     connection): they end the loop, for the caller to retry. Returns `(succeeded, failed)`:
     `[(tenant, result)]` and `[tenant]`.
 
-    Every per-tenant job goes through here, inline (`analytics.services.jobs`) or in the
-    chunks of a fanned-out run (`analytics.services.job_runs`).
+    The scheduled per-tenant jobs go through here, inline (`analytics.services.jobs`) or in
+    the chunks of a fanned-out run (`analytics.services.job_runs`); backfills, retention and
+    repricing walk their tenants themselves (docs/architecture.md lists them).
     """
     succeeded: list[tuple[Tenant, Any]] = []
     failed: list[Tenant] = []

@@ -1,6 +1,6 @@
 """Safety-net endpoints: breaker, incidents, canary, datasets, alert rules, divergence,
-calibration. Each view validates its input, calls one service and
-serializes the result.
+calibration. Each view validates its input, calls one service or report (a selector)
+and serializes the result.
 """
 
 from functools import partial
@@ -22,11 +22,11 @@ from analytics.api.permissions import (
 from analytics.api.views import validated, validated_query
 from costsim.api import safety_serializers as s
 from costsim.selectors import breaker_incident_list, canary_report_list
+from costsim.selectors.calibration import calibration_report
+from costsim.selectors.divergence import divergence_report
 from costsim.services import alert_rules, datasets
 from costsim.services.breaker import breaker_disable, breaker_enable, breaker_state_view
-from costsim.services.calibration import calibration_report
 from costsim.services.canary import canary_run
-from costsim.services.divergence import divergence_report
 from costsim.services.estimators import estimate_v2
 
 

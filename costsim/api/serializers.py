@@ -1,10 +1,11 @@
 """Input and output shapes of the simulation and provenance endpoints.
 
-The simulation body is checked by a hand-written validator instead of nested DRF
-serializers: a 200-step plan would build and run hundreds of field objects per request,
-and the simulate endpoints must stay cheap. It reports every problem at once, with the
-request's own paths (`plan[0].iterations`), through DRF's ValidationError so the shared
-exception handler renders the usual error body.
+The simulation body is checked by field tables of the shared validators
+(`analytics/validators.py`, as the ingest batches are) instead of nested DRF serializers: a
+200-step plan would build and run hundreds of field objects per request, and the simulate
+endpoints must stay cheap. It reports every problem at once, with the request's own paths
+(`plan[0].iterations`), through DRF's ValidationError so the shared exception handler
+renders the usual error body.
 """
 
 import re
@@ -14,6 +15,18 @@ from typing import Any
 from rest_framework import serializers
 
 from analytics.api.fields import AwareDateTimeField, TimeWindowFilterSerializer
+from analytics.validators import (
+    NOT_INTEGER,
+    NOT_OBJECT,
+    REQUIRED,
+    Field,
+    FieldInvalid,
+    Fields,
+    check_object,
+    described,
+    integer,
+    is_number,
+)
 from costsim.models import Provenance, ProvenanceSource, Variant, Verdict
 from costsim.services.estimators import DEFAULT_BUDGET_CENTS
 from costsim.services.provenance import non_finite_number_path, unstorable_text_path
@@ -28,16 +41,10 @@ MAX_ALLOWED_SKILLS = 200
 MAX_RUN_ID_LENGTH = 64
 MAX_ITERATIONS = 100
 
-BODY_KEYS = frozenset({"plan", "budget_cents", "allowed_skills", "run_id"})
-STEP_KEYS = frozenset({"skill", "params", "iterations"})
 # Params whose type the estimators rely on; every other key in `params` is free.
 STRING_PARAMS = ("prompt", "url", "command")
 
-REQUIRED = "is required"
-UNKNOWN_FIELD = "unknown field"
-NOT_INTEGER = "must be an integer"
 NOT_STRING = "must be a string"
-NOT_OBJECT = "must be an object"
 NOT_LIST = "must be a list"
 BAD_SKILL = f"must match ^{SKILL_PATTERN}$"
 UNSTORABLE_TEXT = "must not contain NUL characters or unpaired surrogates"
@@ -60,153 +67,193 @@ class SimulationInput:
     run_id: str | None
 
 
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass in Python, but `true` is not an integer in JSON.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _is_skill(value: Any) -> bool:
     return isinstance(value, str) and _SKILL_RE.fullmatch(value) is not None
 
 
-def _step_errors(index: int, step: Any, errors: dict[str, list[str]]) -> dict[str, Any] | None:
-    """Validate one step; return it completed with defaults, or None after adding errors."""
-    path = f"plan[{index}]"
-    if not isinstance(step, dict):
-        errors[path] = [NOT_OBJECT]
-        return None
-    before = len(errors)
-    for key in step.keys() - STEP_KEYS:
-        errors[f"{path}.{key}"] = [UNKNOWN_FIELD]
-
-    skill = step.get("skill")
-    if skill is None:
-        errors[f"{path}.skill"] = [REQUIRED]
-    elif not _is_skill(skill):
-        errors[f"{path}.skill"] = [BAD_SKILL]
-
-    params = step.get("params", {})
-    if not isinstance(params, dict):
-        errors[f"{path}.params"] = [NOT_OBJECT]
-    else:
-        for name in STRING_PARAMS:
-            if name in params and not isinstance(params[name], str):
-                errors[f"{path}.params.{name}"] = [NOT_STRING]
-        if "timeout" in params:
-            timeout = params["timeout"]
-            if not _is_number(timeout) or not timeout > 0:
-                errors[f"{path}.params.timeout"] = ["must be a number greater than 0"]
-        _priced_call_errors(path, params, errors)
-
-    iterations = step.get("iterations", 1)
-    if not _is_int(iterations):
-        errors[f"{path}.iterations"] = [NOT_INTEGER]
-    elif not 1 <= iterations <= MAX_ITERATIONS:
-        errors[f"{path}.iterations"] = [f"must be between 1 and {MAX_ITERATIONS}"]
-
-    if len(errors) != before:
-        return None
-    return {"skill": skill, "params": params, "iterations": iterations}
+@described(type="string", pattern=SKILL_PATTERN, nullable=False)
+def _skill(value: Any) -> str:
+    if value is None:
+        raise FieldInvalid(REQUIRED)
+    if not _is_skill(value):
+        raise FieldInvalid(BAD_SKILL)
+    return value
 
 
 # A step naming a model and token counts is priced from the price catalogue (V2 only).
 PRICED_NAME_PARAMS = ("model", "provider")
 PRICED_TOKEN_PARAMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 MAX_STEP_TOKENS = 1_000_000_000
+_PRICED_NAME = "must be a string of 1 to 64 characters"
+_STEP_TOKENS = f"must be an integer between 0 and {MAX_STEP_TOKENS}"
+_step_tokens = integer(minimum=0, maximum=MAX_STEP_TOKENS, message=_STEP_TOKENS)
 
 
-def _priced_call_errors(path: str, params: dict, errors: dict[str, list[str]]) -> None:
-    for name in PRICED_NAME_PARAMS:
-        value = params.get(name)
-        if name in params and not (isinstance(value, str) and 0 < len(value) <= 64):
-            errors[f"{path}.params.{name}"] = ["must be a string of 1 to 64 characters"]
-    for name in PRICED_TOKEN_PARAMS:
-        value = params.get(name)
-        if name in params and not (_is_int(value) and 0 <= value <= MAX_STEP_TOKENS):
-            errors[f"{path}.params.{name}"] = [
-                f"must be an integer between 0 and {MAX_STEP_TOKENS}"
+@described(type="object", nullable=False)
+def _params(value: Any) -> dict[str, Any]:
+    """Free-form step params, except the few the estimators read."""
+    if not isinstance(value, dict):
+        raise FieldInvalid(NOT_OBJECT)
+    nested = {**_typed_param_errors(value), **_priced_call_errors(value)}
+    if nested:
+        raise FieldInvalid(nested=nested)
+    return value
+
+
+def _typed_param_errors(params: dict[str, Any]) -> dict[str, list[str]]:
+    nested = {
+        f".{name}": [NOT_STRING]
+        for name in STRING_PARAMS
+        if name in params and not isinstance(params[name], str)
+    }
+    timeout = params.get("timeout")
+    if "timeout" in params and not (is_number(timeout) and timeout > 0):
+        nested[".timeout"] = ["must be a number greater than 0"]
+    return nested
+
+
+def _priced_call_errors(params: dict[str, Any]) -> dict[str, list[str]]:
+    nested = {
+        f".{name}": [_PRICED_NAME]
+        for name in PRICED_NAME_PARAMS
+        if name in params and not _is_priced_name(params[name])
+    }
+    bad_counts = {
+        f".{name}": [_STEP_TOKENS]
+        for name in PRICED_TOKEN_PARAMS
+        if name in params and not _is_step_tokens(params[name])
+    }
+    if not bad_counts:
+        counts = [params.get(name, 0) for name in PRICED_TOKEN_PARAMS]
+        if counts[2] + counts[3] > counts[0]:
+            bad_counts[".input_tokens"] = [
+                "must be at least cache_read_tokens + cache_write_tokens (it counts them too)"
             ]
-    counts = [params.get(name, 0) for name in PRICED_TOKEN_PARAMS]
-    if not any(f"{path}.params.{name}" in errors for name in PRICED_TOKEN_PARAMS) and (
-        counts[2] + counts[3] > counts[0]
-    ):
-        errors[f"{path}.params.input_tokens"] = [
-            "must be at least cache_read_tokens + cache_write_tokens (it counts them too)"
-        ]
+    return {**nested, **bad_counts}
+
+
+def _is_priced_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64
+
+
+def _is_step_tokens(value: Any) -> bool:
+    try:
+        _step_tokens(value)
+    except FieldInvalid:
+        return False
+    return True
+
+
+STEP_FIELDS = Fields(
+    Field("skill", _skill, required=True),
+    Field("params", _params, default=dict),
+    Field(
+        "iterations",
+        integer(
+            minimum=1,
+            maximum=MAX_ITERATIONS,
+            null_message=NOT_INTEGER,
+            range_message=f"must be between 1 and {MAX_ITERATIONS}",
+        ),
+        default=1,
+    ),
+)
+
+
+@described(type="list", min_length=1, max_length=MAX_PLAN_STEPS, nullable=False)
+def _plan(value: Any) -> list[dict[str, Any]]:
+    """The steps completed with their defaults (params {}, iterations 1)."""
+    if value is None:
+        raise FieldInvalid(REQUIRED)
+    if not isinstance(value, list):
+        raise FieldInvalid(NOT_LIST)
+    if not 1 <= len(value) <= MAX_PLAN_STEPS:
+        raise FieldInvalid(f"must contain between 1 and {MAX_PLAN_STEPS} steps")
+    plan: list[dict[str, Any]] = []
+    nested: dict[str, list[str]] = {}
+    for index, step in enumerate(value):
+        if not isinstance(step, dict):
+            nested[f"[{index}]"] = [NOT_OBJECT]
+            continue
+        completed, step_errors = check_object(step, STEP_FIELDS, path=f"[{index}]")
+        nested.update(step_errors)
+        plan.append(completed)
+    if not nested:
+        # Every step is well formed. Provenance stores the plan as received, and PostgreSQL
+        # refuses NUL, unpaired surrogates and (`1e400` parses as infinity) non-finite numbers.
+        bad_text = unstorable_text_path(value)
+        if bad_text is not None:
+            nested[_suffix(bad_text)] = [UNSTORABLE_TEXT]
+        bad_number = non_finite_number_path(value)
+        if bad_number is not None:
+            nested[_suffix(bad_number)] = [NOT_FINITE]
+    if nested:
+        raise FieldInvalid(nested=nested)
+    return plan
+
+
+def _suffix(path: str) -> str:
+    # The paths of a list start with its index; a bare key gets its dot.
+    return path if path.startswith("[") else f".{path}"
+
+
+@described(type="list", max_length=MAX_ALLOWED_SKILLS, pattern=SKILL_PATTERN, nullable=True)
+def _allowed_skills(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise FieldInvalid(NOT_LIST)
+    if len(value) > MAX_ALLOWED_SKILLS:
+        raise FieldInvalid(f"must contain at most {MAX_ALLOWED_SKILLS} skills")
+    nested = {
+        f"[{index}]": [BAD_SKILL] for index, skill in enumerate(value) if not _is_skill(skill)
+    }
+    if nested:
+        raise FieldInvalid(nested=nested)
+    return value
+
+
+@described(type="string", max_length=MAX_RUN_ID_LENGTH, nullable=True)
+def _run_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FieldInvalid(NOT_STRING)
+    if not value.strip():
+        raise FieldInvalid("must not be blank")
+    if len(value) > MAX_RUN_ID_LENGTH:
+        raise FieldInvalid(f"must be at most {MAX_RUN_ID_LENGTH} characters")
+    if unstorable_text_path(value) is not None:
+        # Provenance stores run_id as received; PostgreSQL would refuse it.
+        raise FieldInvalid(UNSTORABLE_TEXT)
+    return value
+
+
+BODY_FIELDS = Fields(
+    Field("plan", _plan, required=True),
+    Field(
+        "budget_cents",
+        integer(minimum=0, maximum=None, null_message=NOT_INTEGER),
+        default=DEFAULT_BUDGET_CENTS,
+    ),
+    Field("allowed_skills", _allowed_skills),
+    Field("run_id", _run_id),
+)
 
 
 def parse_simulation_body(data: Any) -> SimulationInput:
     """Validate a simulation body; raise ValidationError naming every bad field."""
     if not isinstance(data, dict):
         raise serializers.ValidationError({"non_field_errors": ["must be a JSON object"]})
-    errors: dict[str, list[str]] = {}
-    for key in sorted(data.keys() - BODY_KEYS):
-        errors[key] = [UNKNOWN_FIELD]
-
-    raw_plan = data.get("plan")
-    plan: list[dict[str, Any]] = []
-    if raw_plan is None:
-        errors["plan"] = [REQUIRED]
-    elif not isinstance(raw_plan, list):
-        errors["plan"] = [NOT_LIST]
-    elif not 1 <= len(raw_plan) <= MAX_PLAN_STEPS:
-        errors["plan"] = [f"must contain between 1 and {MAX_PLAN_STEPS} steps"]
-    else:
-        for index, step in enumerate(raw_plan):
-            completed = _step_errors(index, step, errors)
-            if completed is not None:
-                plan.append(completed)
-
-    budget_cents = data.get("budget_cents", DEFAULT_BUDGET_CENTS)
-    if not _is_int(budget_cents):
-        errors["budget_cents"] = [NOT_INTEGER]
-    elif budget_cents < 0:
-        errors["budget_cents"] = ["must be greater than or equal to 0"]
-
-    allowed_skills = data.get("allowed_skills")
-    if allowed_skills is not None:
-        if not isinstance(allowed_skills, list):
-            errors["allowed_skills"] = [NOT_LIST]
-        elif len(allowed_skills) > MAX_ALLOWED_SKILLS:
-            errors["allowed_skills"] = [f"must contain at most {MAX_ALLOWED_SKILLS} skills"]
-        else:
-            for index, skill in enumerate(allowed_skills):
-                if not _is_skill(skill):
-                    errors[f"allowed_skills[{index}]"] = [BAD_SKILL]
-
-    run_id = data.get("run_id")
-    if run_id is not None:
-        if not isinstance(run_id, str):
-            errors["run_id"] = [NOT_STRING]
-        elif not run_id.strip():
-            errors["run_id"] = ["must not be blank"]
-        elif len(run_id) > MAX_RUN_ID_LENGTH:
-            errors["run_id"] = [f"must be at most {MAX_RUN_ID_LENGTH} characters"]
-        elif unstorable_text_path(run_id) is not None:
-            # Provenance stores run_id as received; PostgreSQL would refuse it.
-            errors["run_id"] = [UNSTORABLE_TEXT]
-
-    if plan and len(plan) == len(raw_plan):
-        # Every step is well formed. Provenance stores the plan as received, and PostgreSQL
-        # refuses NUL, unpaired surrogates and (`1e400` parses as infinity) non-finite numbers.
-        bad_text = unstorable_text_path(raw_plan, "plan")
-        if bad_text is not None:
-            errors[bad_text] = [UNSTORABLE_TEXT]
-        bad_number = non_finite_number_path(raw_plan, "plan")
-        if bad_number is not None:
-            errors[bad_number] = [NOT_FINITE]
+    body, errors = check_object(data, BODY_FIELDS)
     if errors:
         raise serializers.ValidationError(errors)
     return SimulationInput(
-        plan=plan,
-        raw_plan=raw_plan,
-        budget_cents=budget_cents,
-        allowed_skills=allowed_skills,
-        run_id=run_id,
+        plan=body["plan"],
+        raw_plan=data["plan"],
+        budget_cents=body["budget_cents"],
+        allowed_skills=body["allowed_skills"],
+        run_id=body["run_id"],
     )
 
 

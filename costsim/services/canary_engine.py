@@ -311,17 +311,8 @@ def canary_report(
     drift_threshold = float(drift_threshold)
     comparisons = [o.comparison for o in outcomes]
     evaluated = len(comparisons)
-    matching = sum(1 for c in comparisons if c.verdict == "match")
-    minor = sum(1 for c in comparisons if c.verdict == "minor_drift")
-    major = sum(1 for c in comparisons if c.verdict in _DRIFTING_VERDICTS)
-    outliers = sum(1 for c in comparisons if c.drift_score > OUTLIER_DRIFT_SCORE)
-
-    if comparisons:
-        cost_diffs = sorted(abs(c.cost_delta_cents) for c in comparisons)
-        median_cost_diff = float(percentile_element(cost_diffs, 0.5))
-        p90_cost_diff = float(percentile_element(cost_diffs, 0.9))
-    else:
-        median_cost_diff = p90_cost_diff = 0.0
+    matching, minor, major, outliers = _verdict_counts(comparisons)
+    median_cost_diff, p90_cost_diff = _cost_diff_percentiles(comparisons)
 
     kl = js = None
     shortfall = sample_shortfall(
@@ -369,6 +360,24 @@ def canary_report(
         comparisons=[{"sample_id": o.sample_id, **o.comparison.to_dict()} for o in outcomes],
         diffs=[_diff_record(o) for o in outcomes if o.comparison.verdict in _DRIFTING_VERDICTS],
     )
+
+
+def _verdict_counts(comparisons: Sequence[Comparison]) -> tuple[int, int, int, int]:
+    """(matching, minor drift, major drift or worse, outliers) among the comparisons."""
+    return (
+        sum(1 for c in comparisons if c.verdict == "match"),
+        sum(1 for c in comparisons if c.verdict == "minor_drift"),
+        sum(1 for c in comparisons if c.verdict in _DRIFTING_VERDICTS),
+        sum(1 for c in comparisons if c.drift_score > OUTLIER_DRIFT_SCORE),
+    )
+
+
+def _cost_diff_percentiles(comparisons: Sequence[Comparison]) -> tuple[float, float]:
+    """Median and p90 of the absolute cost differences; 0 for none."""
+    if not comparisons:
+        return 0.0, 0.0
+    cost_diffs = sorted(abs(c.cost_delta_cents) for c in comparisons)
+    return float(percentile_element(cost_diffs, 0.5)), float(percentile_element(cost_diffs, 0.9))
 
 
 def skipped_report(*, run_id: str, timestamp: datetime, drift_threshold: float) -> CanaryReport:

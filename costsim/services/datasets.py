@@ -449,33 +449,8 @@ def validate_dataset(
     """
     dataset = dataset_get(dataset_id)
     thresholds = dataset.thresholds
-    errors: list[int] = []
-    outliers = 0
-
-    for sample in dataset.samples:
-        try:
-            result = estimate(sample.plan, budget_cents=sample.budget_cents)
-        except Exception:
-            logger.exception("Dataset %s sample %s failed", dataset_id, sample.id)
-            outliers += 1
-            continue
-        if sample.expected_cost_cents is not None:
-            errors.append(abs(result.estimated_cost_cents - sample.expected_cost_cents))
-        if sample.expected_feasible is not None and result.feasible != sample.expected_feasible:
-            outliers += 1
-        if (
-            sample.expected_confidence_min is not None
-            and result.confidence_score < sample.expected_confidence_min
-        ):
-            outliers += 1
-
-    if errors:
-        mean_error = sum(errors) / len(errors)
-        median_error = float(sorted(errors)[len(errors) // 2])
-        # Population standard deviation: the errors are the whole dataset, not a sample.
-        std_deviation = math.sqrt(sum((e - mean_error) ** 2 for e in errors) / len(errors))
-    else:
-        mean_error = median_error = std_deviation = 0.0
+    errors, outliers = _sample_errors(dataset, estimate)
+    mean_error, median_error, std_deviation = _error_statistics(errors)
     outlier_pct = outliers / dataset.sample_count
 
     drift = min(
@@ -511,6 +486,40 @@ def validate_dataset(
         },
         "timestamp": _isoformat_utc(now or datetime.now(UTC)),
     }
+
+
+def _sample_errors(dataset: ReferenceDataset, estimate: Estimator) -> tuple[list[int], int]:
+    """The absolute cent errors of the samples with an expected cost, and the outliers."""
+    errors: list[int] = []
+    outliers = 0
+    for sample in dataset.samples:
+        try:
+            result = estimate(sample.plan, budget_cents=sample.budget_cents)
+        except Exception:
+            logger.exception("Dataset %s sample %s failed", dataset.id, sample.id)
+            outliers += 1
+            continue
+        if sample.expected_cost_cents is not None:
+            errors.append(abs(result.estimated_cost_cents - sample.expected_cost_cents))
+        if sample.expected_feasible is not None and result.feasible != sample.expected_feasible:
+            outliers += 1
+        if (
+            sample.expected_confidence_min is not None
+            and result.confidence_score < sample.expected_confidence_min
+        ):
+            outliers += 1
+    return errors, outliers
+
+
+def _error_statistics(errors: list[int]) -> tuple[float, float, float]:
+    """Mean, median and standard deviation of the errors; 0 for none."""
+    if not errors:
+        return 0.0, 0.0, 0.0
+    mean_error = sum(errors) / len(errors)
+    median_error = float(sorted(errors)[len(errors) // 2])
+    # Population standard deviation: the errors are the whole dataset, not a sample.
+    std_deviation = math.sqrt(sum((e - mean_error) ** 2 for e in errors) / len(errors))
+    return mean_error, median_error, std_deviation
 
 
 def validate_all(

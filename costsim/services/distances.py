@@ -50,6 +50,11 @@ def distribution_distances(p: Sequence[float], q: Sequence[float]) -> tuple[floa
         if p_i > KL_EPSILON
     )
 
+    return max(0.0, kl), _js_distance(p_hist, q_hist)
+
+
+def _js_distance(p_hist: list[float], q_hist: list[float]) -> float:
+    """The Jensen-Shannon distance (base 2) of two histograms of equal bins."""
     js_divergence = 0.0
     for p_i, q_i in zip(p_hist, q_hist, strict=True):
         m_i = (p_i + q_i) / 2
@@ -58,8 +63,7 @@ def distribution_distances(p: Sequence[float], q: Sequence[float]) -> tuple[floa
         if q_i > 0:
             js_divergence += 0.5 * q_i * math.log2(q_i / m_i)
     # Float error can push the divergence a hair outside [0, 1]; the bound is exact in theory.
-    js = min(1.0, math.sqrt(max(0.0, js_divergence)))
-    return max(0.0, kl), js
+    return min(1.0, math.sqrt(max(0.0, js_divergence)))
 
 
 def percentile_element(sorted_values: Sequence[T], fraction: float) -> T:

@@ -171,6 +171,8 @@ class V1Result:
         return asdict(self)
 
 
+# complexity: the V1 table's per-step rules (prompt and timeout prices, risk, permissions, LLM
+# share) in one pass; the golden files pin every figure it returns
 def estimate_v1(
     plan: Sequence[dict[str, Any]],
     *,
@@ -375,6 +377,7 @@ class _V2Execution:
     risk_factors: tuple[tuple[str, float], ...]
 
 
+# complexity: one branch per skill with its own cost and latency model
 def _v2_execution(skill: str, params: dict[str, Any]) -> _V2Execution:
     row = V2_SKILLS.get(skill, V2_UNKNOWN_SKILL)
     cost = row.cost_cents
@@ -449,6 +452,8 @@ def _priced_steps(
     return costs, warnings
 
 
+# complexity: V2's per-step rules (priced calls, coefficients, risk, permissions, budget) in one
+# pass; the golden files pin every figure it returns
 def estimate_v2(
     plan: Sequence[dict[str, Any]],
     *,

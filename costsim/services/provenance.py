@@ -26,6 +26,16 @@ from analytics.hashing import short_hash
 from analytics.models import Tenant
 from analytics.selectors.tenancy import API_KEY_GENERATION_SQL
 from analytics.services.locks import LockId, leader_lock
+from analytics.validators import (
+    REQUIRED,
+    Field,
+    FieldInvalid,
+    Fields,
+    check_object,
+    is_number,
+    json_object,
+    optional_string,
+)
 from costsim import metrics
 from costsim.models import BREAKER_NAME, Provenance, ProvenanceSource, Variant, Verdict
 from costsim.selectors import (
@@ -134,6 +144,7 @@ def non_finite_number_path(value: Any, path: str = "") -> str | None:
     return None
 
 
+# complexity: one walk over a JSON value, inline because every simulated plan goes through it
 def unstorable_text_path(value: Any, path: str = "") -> str | None:
     """Return the path of the first string PostgreSQL cannot store, or None.
 
@@ -180,6 +191,7 @@ def provenance_input_json(
     return value
 
 
+# complexity: one conditional per column that a missing V1, V2 or comparison leaves null
 def _entry_values(
     entry: ProvenanceEntry, *, v2_output: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -260,6 +272,14 @@ def _json_param(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+def _value_params(values: dict[str, Any]) -> list[Any]:
+    """The parameters of the hand-written INSERTs, in `_VALUE_FIELDS` order."""
+    return [
+        _json_param(values[name]) if name in _JSON_FIELDS else values[name]
+        for name in _VALUE_FIELDS
+    ]
+
+
 def _count_written(rows: Iterable[Provenance]) -> None:
     for row in rows:
         metrics.provenance_logs_total.labels(tenant=row.tenant.slug, source=row.source).inc()
@@ -302,11 +322,7 @@ def provenance_record(
         ),
         v2_output=v2_output,
     )
-    params = [tenant.pk]
-    params += [
-        _json_param(values[name]) if name in _JSON_FIELDS else values[name]
-        for name in _VALUE_FIELDS
-    ]
+    params = [tenant.pk, *_value_params(values)]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(), params)
         (pk,) = cursor.fetchone()
@@ -409,11 +425,7 @@ def provenance_record_if_steady(
         ),
         v2_output=v2_output,
     )
-    params: list[Any] = [BREAKER_NAME, tenant.pk]
-    params += [
-        _json_param(values[name]) if name in _JSON_FIELDS else values[name]
-        for name in _VALUE_FIELDS
-    ]
+    params: list[Any] = [BREAKER_NAME, tenant.pk, *_value_params(values)]
     params += [key_generation, key_generation]
     with _server_binding_cursor() as cursor:
         cursor.execute(_steady_insert_sql(), params)
@@ -483,58 +495,69 @@ def _backfill_parse(line_no: int, text: str | bytes) -> _BackfillLine | _Restore
         return f"{bad_text}: contains a NUL character or an unpaired surrogate"
     if "variant_slug" in data:
         return _restore_parse(line_no, data)
+    return _estimate_parse(line_no, data)
 
+
+def _estimate_parse(line_no: int, data: dict[str, Any]) -> _BackfillLine | str:
+    """Return a V1 estimate line ready to write, or the reasons it is rejected."""
     problems: list[str] = []
     unknown = sorted(data.keys() - BACKFILL_KEYS)
     if unknown:
         problems.append(f"unknown field(s): {', '.join(unknown)}")
-
-    slug = data.get("tenant")
-    if slug is None:
-        problems.append("tenant: is required")
-    elif not isinstance(slug, str) or not slug:
-        problems.append("tenant: must be a tenant slug")
-
-    cost = data.get("cost")
-    if cost is None:
-        problems.append("cost: is required")
-    elif isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
-        problems.append("cost: must be a number >= 0")
-    elif cost != int(cost):
-        # V1 estimates are whole cents; a fraction means the line is not a V1 estimate.
-        problems.append("cost: must be a whole number of cents")
-    elif cost > MAX_COST_CENTS:
-        problems.append(f"cost: must be at most {MAX_COST_CENTS}")
-
-    run_id = data.get("run_id")
-    if run_id is not None and (not isinstance(run_id, str) or not 1 <= len(run_id) <= 64):
-        problems.append("run_id: must be a string of 1 to 64 characters")
-
-    input_json = data.get("input")
-    if input_json is not None and not isinstance(input_json, dict):
-        problems.append("input: must be an object")
-
-    input_hash = data.get("input_hash")
-    if input_hash is not None:
-        # Stored lower-case, as short_hash produces it, so the duplicate check matches.
-        input_hash = input_hash.lower() if isinstance(input_hash, str) else None
-        if input_hash is None or not _is_hex16(input_hash):
-            problems.append("input_hash: must be 16 hex characters")
-    elif input_json is None:
+    row, errors = check_object(data, BACKFILL_FIELDS, unknown=False)
+    problems += [f"{name}: {reason}" for name, reasons in errors.items() for reason in reasons]
+    if data.get("input") is None and data.get("input_hash") is None:
         problems.append("input or input_hash is required")
-
     if problems:
         return "; ".join(problems)
-    if input_hash is None:
-        input_hash = short_hash(input_json, INPUT_HASH_LENGTH)
+    input_json = row["input"]
     return _BackfillLine(
         line_no=line_no,
-        slug=slug,
-        cost=int(cost),
-        run_id=run_id,
+        slug=row["tenant"],
+        cost=row["cost"],
+        run_id=row["run_id"],
         input_json=input_json if input_json is not None else {},
-        input_hash=input_hash,
+        input_hash=row["input_hash"] or short_hash(input_json, INPUT_HASH_LENGTH),
     )
+
+
+def _tenant_slug(value: Any) -> str:
+    if value is None:
+        raise FieldInvalid(REQUIRED)
+    if not isinstance(value, str) or not value:
+        raise FieldInvalid("must be a tenant slug")
+    return value
+
+
+def _v1_cost(value: Any) -> int:
+    if value is None:
+        raise FieldInvalid(REQUIRED)
+    if not is_number(value) or value < 0:
+        raise FieldInvalid("must be a number >= 0")
+    if value != int(value):
+        # V1 estimates are whole cents; a fraction means the line is not a V1 estimate.
+        raise FieldInvalid("must be a whole number of cents")
+    if value > MAX_COST_CENTS:
+        raise FieldInvalid(f"must be at most {MAX_COST_CENTS}")
+    return int(value)
+
+
+def _input_hash(value: Any) -> str | None:
+    if value is None:
+        return None
+    # Stored lower-case, as short_hash produces it, so the duplicate check matches.
+    if not isinstance(value, str) or not _is_hex16(value.lower()):
+        raise FieldInvalid("must be 16 hex characters")
+    return value.lower()
+
+
+BACKFILL_FIELDS = Fields(
+    Field("tenant", _tenant_slug, required=True),
+    Field("cost", _v1_cost, required=True),
+    Field("run_id", optional_string(64, message="must be a string of 1 to 64 characters")),
+    Field("input", json_object(nullable=True)),
+    Field("input_hash", _input_hash),
+)
 
 
 def _restore_parse(line_no: int, data: dict[str, Any]) -> _RestoreLine | str:
@@ -543,6 +566,20 @@ def _restore_parse(line_no: int, data: dict[str, Any]) -> _RestoreLine | str:
     Types, choices, ranges and the timestamp are checked here; lengths by the model's
     full_clean when the row is built.
     """
+    problems = _restore_shape_problems(data)
+    values: dict[str, Any] = {}
+    for part in (_restore_texts, _restore_payloads, _restore_numbers, _restore_created_at):
+        problems += part(data, values)
+    if problems:
+        return "; ".join(problems)
+    for column in (*EXPORT_MONEY_NAMES, "runtime_ms"):
+        if values[column] is not None:
+            values[column] = int(values[column])
+    return _RestoreLine(line_no=line_no, slug=data["tenant"], values=values)
+
+
+def _restore_shape_problems(data: dict[str, Any]) -> list[str]:
+    """Unknown and missing keys, non-finite numbers anywhere, and the tenant slug."""
     problems: list[str] = []
     unknown = sorted(data.keys() - RESTORE_KEYS)
     if unknown:
@@ -552,48 +589,64 @@ def _restore_parse(line_no: int, data: dict[str, Any]) -> _RestoreLine | str:
     bad_number = non_finite_number_path(data)
     if bad_number is not None:
         problems.append(f"{bad_number}: must be a finite number")
-
     slug = data.get("tenant")
     if slug is not None and (not isinstance(slug, str) or not slug):
         problems.append("tenant: must be a tenant slug")
-    values: dict[str, Any] = {}
-    for name in (
-        "variant_slug",
-        "source",
-        "model_version",
-        "adapter_version",
-        "commit_sha",
-        "run_id",
-        "output_hash",
-        "verdict",
-        "v2_status",
-    ):
+    return problems
+
+
+_RESTORE_TEXTS = (
+    "variant_slug",
+    "source",
+    "model_version",
+    "adapter_version",
+    "commit_sha",
+    "run_id",
+    "output_hash",
+    "verdict",
+    "v2_status",
+)
+# Not left to full_clean: it skips the choices of non-editable fields.
+_RESTORE_CHOICES = (
+    ("variant_slug", Variant.values),
+    ("source", ProvenanceSource.values),
+    ("verdict", Verdict.values),
+)
+
+
+def _restore_texts(data: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    problems = []
+    for name in _RESTORE_TEXTS:
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             problems.append(f"{name}: must be a string")
         values[name] = value
     values["output_hash"] = values["output_hash"] or ""
-    # Not left to full_clean: it skips the choices of non-editable fields.
-    for name, choices in (
-        ("variant_slug", Variant.values),
-        ("source", ProvenanceSource.values),
-        ("verdict", Verdict.values),
-    ):
-        if isinstance(values[name], str) and values[name] not in choices:
-            problems.append(f"{name}: must be one of {', '.join(choices)}")
+    problems.extend(
+        f"{name}: must be one of {', '.join(choices)}"
+        for name, choices in _RESTORE_CHOICES
+        if isinstance(values[name], str) and values[name] not in choices
+    )
+    return problems
 
-    input_hash = data.get("input_hash")
-    if input_hash is not None:
-        input_hash = input_hash.lower() if isinstance(input_hash, str) else None
-        if input_hash is None or not _is_hex16(input_hash):
-            problems.append("input_hash: must be 16 hex characters")
-    values["input_hash"] = input_hash
+
+def _restore_payloads(data: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    problems = []
+    try:
+        values["input_hash"] = _input_hash(data.get("input_hash"))
+    except FieldInvalid as exc:
+        problems.append(f"input_hash: {exc.message}")
+        values["input_hash"] = None
     for name, default in (("input_json", {}), ("output_json", None)):
         value = data.get(name)
         if value is not None and not isinstance(value, dict):
             problems.append(f"{name}: must be an object")
         values[name] = value if value is not None else default
+    return problems
 
+
+def _restore_numbers(data: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    problems = []
     for column, name in EXPORT_MONEY_NAMES.items():
         if column in data and name in data:
             problems.append(f"{name}: given twice (also as {column})")
@@ -609,25 +662,21 @@ def _restore_parse(line_no: int, data: dict[str, Any]) -> _RestoreLine | str:
         problems.append(f"runtime_ms: {problem}")
     values["runtime_ms"] = data.get("runtime_ms")
     drift_score = data.get("drift_score")
-    if drift_score is not None and (
-        isinstance(drift_score, bool) or not isinstance(drift_score, int | float)
-    ):
+    if drift_score is not None and not is_number(drift_score):
         problems.append("drift_score: must be a number")
     values["drift_score"] = drift_score
+    return problems
 
+
+def _restore_created_at(data: dict[str, Any], values: dict[str, Any]) -> list[str]:
     created_at = data.get("created_at")
-    if created_at is not None:
-        try:
-            values["created_at"] = parse_aware_datetime(created_at)
-        except ValueError as exc:
-            problems.append(f"created_at: {exc}")
-
-    if problems:
-        return "; ".join(problems)
-    for column in (*EXPORT_MONEY_NAMES, "runtime_ms"):
-        if values[column] is not None:
-            values[column] = int(values[column])
-    return _RestoreLine(line_no=line_no, slug=slug, values=values)
+    if created_at is None:
+        return []
+    try:
+        values["created_at"] = parse_aware_datetime(created_at)
+    except ValueError as exc:
+        return [f"created_at: {exc}"]
+    return []
 
 
 def _whole_number_problem(value: Any, *, minimum: int, unit: str) -> str | None:
@@ -683,6 +732,14 @@ class _Backfill:
         self.seen: set[tuple] = set()
 
     def run_batch(self, batch: list[tuple[int, str | bytes]]) -> None:
+        candidates = self._candidates(self._parse(batch))
+        if self.dry_run:
+            self._keep_new(candidates)
+        else:
+            self._insert(candidates)
+
+    def _parse(self, batch: list[tuple[int, str | bytes]]) -> list[_BackfillLine | _RestoreLine]:
+        """The lines that parse; the others become errors."""
         parsed: list[_BackfillLine | _RestoreLine] = []
         for line_no, text in batch:
             outcome = _backfill_parse(line_no, text)
@@ -690,7 +747,12 @@ class _Backfill:
                 self.result.errors.append((line_no, outcome))
             else:
                 parsed.append(outcome)
+        return parsed
 
+    def _candidates(
+        self, parsed: list[_BackfillLine | _RestoreLine]
+    ) -> list[tuple[_BackfillLine | _RestoreLine, Provenance]]:
+        """Each line of a known tenant with its validated row; the others become errors."""
         unresolved = {line.slug for line in parsed} - self.tenants.keys()
         if unresolved:
             found = tenants_by_slug(slugs=unresolved)
@@ -708,11 +770,7 @@ class _Backfill:
             except ValidationError as exc:
                 reasons = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items())
                 self.result.errors.append((line.line_no, reasons))
-
-        if self.dry_run:
-            self._keep_new(candidates)
-        else:
-            self._insert(candidates)
+        return candidates
 
     @transaction.atomic
     def _insert(self, candidates: list[tuple[_BackfillLine | _RestoreLine, Provenance]]) -> None:

@@ -98,6 +98,8 @@ class KeyGenerationChanged(Exception):
     """
 
 
+# complexity: the one-statement path of a steady breaker and the long path share the answer and its
+# never-raise error handling; apart, each would repeat both
 def simulate(
     *,
     tenant: Tenant,

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from costsim.services.calibration import calibration_report
+from costsim.selectors.calibration import calibration_report
 from tests.costsim.factories import ProvenanceFactory
 from tests.factories import CostRecordFactory, utc
 

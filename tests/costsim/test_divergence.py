@@ -6,8 +6,8 @@ import pytest
 import time_machine
 
 from costsim.models import Provenance
+from costsim.selectors.divergence import divergence_report
 from costsim.services.distances import distribution_distances
-from costsim.services.divergence import divergence_report
 from costsim.services.drift import verdict_for
 from tests.costsim.factories import BackfillProvenanceFactory
 from tests.factories import utc

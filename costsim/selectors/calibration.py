@@ -1,4 +1,4 @@
-"""Calibration: V2 estimates against what the runs really cost.
+"""Calibration: V2 estimates against what the runs really cost; a read.
 
 The whole report is one SQL statement: the newest V2 estimate per run id, the tenant's cost
 records of those runs, and the per-run and per-skill comparison, aggregated in PostgreSQL.

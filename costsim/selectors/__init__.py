@@ -1,5 +1,6 @@
 """Reads of costsim data: provenance lists and statistics, the breaker row, its incidents and
-the canary reports.
+the canary reports. The divergence and calibration reports, reads too, are `divergence.py` and
+`calibration.py` beside this module.
 
 Every provenance read takes the tenant explicitly; the only cross-tenant reads are the
 ones a job needs (the backfill duplicate check, the export command with no tenant).

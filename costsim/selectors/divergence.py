@@ -1,4 +1,4 @@
-"""V1/V2 divergence of one tenant's recent provenance.
+"""V1/V2 divergence of one tenant's recent provenance: a read, two queries at most.
 
 Counts, the two percentiles and the cost lists are aggregated by PostgreSQL in one query;
 the distribution distances come from the same pure function the canary uses, so both
