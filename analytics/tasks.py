@@ -21,6 +21,7 @@ from analytics.services.job_runs import (
     job_chunk_finish,
     job_chunk_note_retry,
     job_chunk_run,
+    job_chunks_sweep,
     job_lock_key,
     job_run_report,
     job_run_start,
@@ -63,14 +64,10 @@ def tenant_job_dispatch(
         logger.info("%s: not dispatched (another dispatcher or an earlier tick)", spec.name)
         return {"job": spec.name, "outcome": SKIPPED, "run_id": None}
     chunk_ids = list(run.chunks.order_by("index").values_list("pk", flat=True))
+    _chunks_send(task, chunk_ids)
     if task.request.is_eager:
-        for chunk_id in chunk_ids:
-            job_chunk_task.apply(args=[chunk_id])
         run.refresh_from_db()
         return {**job_run_report(run).as_dict(), "run_id": run.pk, "chunks": len(chunk_ids)}
-    group(
-        job_chunk_task.si(chunk_id).set(queue=settings.JOBS_CHUNK_QUEUE) for chunk_id in chunk_ids
-    ).apply_async()
     logger.info(
         "%s: run %s dispatched, %s tenant(s) in %s chunk(s)",
         spec.name,
@@ -85,6 +82,28 @@ def tenant_job_dispatch(
         "tenants": run.tenants_total,
         "chunks": len(chunk_ids),
     }
+
+
+def _chunks_send(task, chunk_ids: list[int]) -> None:
+    """Send the chunks as one group; called eagerly (tests), run them here, one by one."""
+    if not chunk_ids:
+        return
+    if task.request.is_eager:
+        for chunk_id in chunk_ids:
+            job_chunk_task.apply(args=[chunk_id])
+        return
+    group(
+        job_chunk_task.si(chunk_id).set(queue=settings.JOBS_CHUNK_QUEUE) for chunk_id in chunk_ids
+    ).apply_async()
+
+
+@shared_task(bind=True, name="analytics.sweep_job_runs", soft_time_limit=60, time_limit=90)
+def sweep_job_runs_task(self) -> dict:
+    """Send again the chunks of running job runs that stalled (a lost message, a vanished
+    worker) and give up on those out of attempts (JOBS_CHUNK_STALL_MINUTES)."""
+    sweep = job_chunks_sweep()
+    _chunks_send(self, sweep.resend)
+    return {"resent": sweep.resend, "failed": sweep.failed}
 
 
 # acks_late with reject_on_worker_lost: a chunk whose worker dies is delivered again, and
@@ -161,3 +180,26 @@ def daily_snapshots_task(self) -> dict:
 def detect_anomalies_task(self) -> dict:
     """Fan out: detect anomalies as of today for every active tenant."""
     return tenant_job_dispatch(self, DETECT_ANOMALIES)
+
+
+# --- cost record partitions and retention --------------------------------------------------
+
+
+@shared_task(name="analytics.maintain_partitions", soft_time_limit=30 * 60, time_limit=35 * 60)
+def maintain_partitions_task() -> dict:
+    """Create the coming months' cost record partitions; drain DEFAULT into new ones."""
+    from analytics.services.partitions import partitions_maintain
+
+    report = partitions_maintain()
+    logger.info("Partitions: %s", report.totals)
+    return report.as_dict()
+
+
+@shared_task(name="analytics.record_retention", soft_time_limit=5 * 3600, time_limit=5 * 3600 + 300)
+def record_retention_task() -> dict:
+    """Apply every tenant's raw cost record retention (leader lock 7008)."""
+    from analytics.services.retention import retention_run
+
+    report = retention_run()
+    logger.info("Retention: %s %s", report.outcome, report.totals)
+    return report.as_dict()

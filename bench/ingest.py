@@ -76,7 +76,7 @@ import requests  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 
-from analytics.models import ApiKey, CostRecord, FeatureTag, Tenant  # noqa: E402
+from analytics.models import ApiKey, CostRecord, CostRecordKey, FeatureTag, Tenant  # noqa: E402
 from analytics.services.tenants import api_key_create, tenant_create  # noqa: E402
 from config.database import resolve_database_url  # noqa: E402
 
@@ -345,6 +345,7 @@ def cleanup(tenants) -> None:
     ids = [tenant.pk for tenant, _ in tenants]
     # Cost records have no delete path in the application; the bench removes its own rows.
     deleted, _ = CostRecord.objects.filter(tenant_id__in=ids).delete()
+    CostRecordKey.objects.filter(tenant_id__in=ids).delete()
     FeatureTag.objects.filter(tenant_id__in=ids).delete()
     ApiKey.objects.filter(tenant_id__in=ids).delete()
     Tenant.objects.filter(pk__in=ids).delete()

@@ -10,8 +10,9 @@ minute, the requests per second, p50 and p99 latency and the failures, and a ver
 failures, and the last minute's p99 (all requests) within 1.5x of the first minute's.
 
 The tenants are kept between runs, so their records grow from run to run, as a deployment's
-do; `--fresh` drops their cost records first. Locust and the server share this machine's cores, so
-the figures are those of one machine doing both; the load generator's CPU is printed.
+do; `--fresh` drops their cost records (and hourly rollups) first. Locust and the server share
+this machine's cores, so the figures are those of one machine doing both; the load
+generator's CPU is printed.
 
     .venv/bin/python bench/load.py              # 10 minutes, 24 clients
     .venv/bin/python bench/load.py --quick      # 1 minute
@@ -50,7 +51,7 @@ def prepare_database(tenants: int, fresh: bool) -> tuple[list[str], list[int], l
     """Migrate; create the tenants, their features, a budget each and a fresh key each."""
     from django.core.management import call_command
 
-    from analytics.models import Budget, CostRecord, FeatureTag, Tenant
+    from analytics.models import Budget, CostRecord, CostRollup, FeatureTag, Tenant
     from analytics.services.tenants import api_key_create, tenant_create
 
     call_command("migrate", interactive=False, verbosity=0)
@@ -61,7 +62,9 @@ def prepare_database(tenants: int, fresh: bool) -> tuple[list[str], list[int], l
             slug=slug, name=f"load benchmark {number}"
         )
         if fresh:
+            # Rollups keep the sums of deleted records, so they go too.
             CostRecord.objects.filter(tenant=tenant).delete()
+            CostRollup.objects.filter(tenant=tenant).delete()
         for name in FEATURES:
             FeatureTag.objects.get_or_create(
                 tenant=tenant, tag=name, defaults={"display_name": name}
@@ -149,7 +152,9 @@ def main() -> None:
     parser.add_argument("--spawn-rate", type=float, default=24, help="clients started per second")
     parser.add_argument("--warmup", type=float, default=10, help="unmeasured seconds first")
     parser.add_argument("--tenants", type=int, default=8, help="tenants the clients spread over")
-    parser.add_argument("--fresh", action="store_true", help="drop the tenant's records first")
+    parser.add_argument(
+        "--fresh", action="store_true", help="drop the tenants' records and rollups first"
+    )
     parser.add_argument("--workers", type=int, default=None, help="server workers")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     parser.add_argument(

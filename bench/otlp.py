@@ -76,7 +76,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import Span  # noqa: E402
 
-from analytics.models import ApiKey, CostRecord, RunRecord, Tenant  # noqa: E402
+from analytics.models import ApiKey, CostRecord, CostRecordKey, RunRecord, Tenant  # noqa: E402
 from analytics.services.tenants import api_key_create, tenant_create  # noqa: E402
 from config.database import resolve_database_url  # noqa: E402
 
@@ -263,6 +263,7 @@ def cleanup(tenants) -> None:
     ids = [tenant.pk for tenant, _ in tenants]
     # Records have no delete path in the application; the bench removes its own rows.
     deleted, _ = CostRecord.objects.filter(tenant_id__in=ids).delete()
+    CostRecordKey.objects.filter(tenant_id__in=ids).delete()
     runs, _ = RunRecord.objects.filter(tenant_id__in=ids).delete()
     ApiKey.objects.filter(tenant_id__in=ids).delete()
     Tenant.objects.filter(pk__in=ids).delete()

@@ -71,6 +71,7 @@ from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 
 from analytics.models import (  # noqa: E402
     CostRecord,
+    CostRecordKey,
     CostSnapshot,
     SnapshotStatus,
     SnapshotType,
@@ -319,6 +320,7 @@ def main(args) -> None:
         if not args.keep:
             # Cost records have no delete path in the application; the bench removes its own.
             CostRecord.objects.filter(tenant=tenant).delete()
+            CostRecordKey.objects.filter(tenant=tenant).delete()
             CostSnapshot.objects.filter(tenant=tenant).delete()
             tenant.delete()
 

@@ -14,11 +14,13 @@ app = Celery("costwise")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# The beat tasks of the fanned-out per-tenant jobs: each only dispatches a run's chunks.
+# The beat tasks of the fanned-out per-tenant jobs (each only dispatches a run's chunks) and
+# the sweeper that sends stalled chunks again.
 DISPATCH_TASKS = (
     "analytics.hourly_snapshots",
     "analytics.daily_snapshots",
     "analytics.detect_anomalies",
+    "analytics.sweep_job_runs",
     "feedback.detect_patterns",
     "predictions.run_cycle",
 )

@@ -213,6 +213,10 @@ CELERY_TASK_TIME_LIMIT = 15 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 14 * 60
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# One message reserved per pool process: a job chunk runs for seconds to minutes, and a
+# worker holding several unstarted chunks (the default reserves 4) leaves another worker
+# idle at the end of a run while it works through them one by one.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Fanned-out per-tenant jobs (docs/architecture.md, "Jobs and locks"): beat's task only
 # dispatches a run, its tenants go out in chunks of JOBS_CHUNK_SIZE, each chunk one task on
 # JOBS_CHUNK_QUEUE; the dispatchers run on JOBS_DISPATCH_QUEUE. A worker started without
@@ -222,6 +226,10 @@ JOBS_CHUNK_SIZE = env_int("JOBS_CHUNK_SIZE", 50, minimum=1, maximum=10_000)
 JOBS_DISPATCH_QUEUE = env_str("JOBS_DISPATCH_QUEUE") or "celery"
 JOBS_CHUNK_QUEUE = env_str("JOBS_CHUNK_QUEUE") or "jobs"
 JOBS_CHUNK_MAX_RETRIES = env_int("JOBS_CHUNK_MAX_RETRIES", 3, minimum=0, maximum=20)
+# A chunk neither claimed nor sent again for this long has stalled (its message was lost):
+# the sweeper sends it again, or fails it once its attempts are spent. Keep it above a chunk
+# task's hard time limit (25 min), so a chunk still running is never taken for stalled.
+JOBS_CHUNK_STALL_MINUTES = env_int("JOBS_CHUNK_STALL_MINUTES", 30, minimum=1, maximum=24 * 60)
 CELERY_BEAT_SCHEDULE = {
     "analytics-hourly-snapshots": {
         "task": "analytics.hourly_snapshots",
@@ -232,6 +240,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.detect_anomalies",
         "schedule": crontab(minute=10),  # every hour at :10 UTC
         "options": {"expires": 50 * 60},
+    },
+    "analytics-sweep-job-runs": {
+        "task": "analytics.sweep_job_runs",
+        "schedule": crontab(minute="*/5"),  # every 5 minutes
+        "options": {"expires": 4 * 60},
     },
     "analytics-daily-snapshots": {
         "task": "analytics.daily_snapshots",
@@ -278,7 +291,31 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=0),  # every day at 03:00 UTC
         "options": {"expires": 6 * 3600},
     },
+    "analytics-maintain-partitions": {
+        "task": "analytics.maintain_partitions",
+        "schedule": crontab(hour=0, minute=45),  # every day at 00:45 UTC
+        "options": {"expires": 6 * 3600},
+    },
+    "analytics-record-retention": {
+        "task": "analytics.record_retention",
+        "schedule": crontab(hour=3, minute=30),  # every day at 03:30 UTC
+        "options": {"expires": 6 * 3600},
+    },
 }
+
+# Cost records: month partitions created this many months ahead of the current one
+# (analytics.services.partitions), and the raw records' retention: a tenant's own
+# retention_days, else this default (analytics.services.retention). Retention deletes at most
+# COSTWISE_RETENTION_BATCH_SIZE records per statement, each in its own transaction.
+COSTWISE_PARTITION_MONTHS_AHEAD = env_int(
+    "COSTWISE_PARTITION_MONTHS_AHEAD", 3, minimum=1, maximum=24
+)
+COSTWISE_RECORD_RETENTION_DAYS = env_int(
+    "COSTWISE_RECORD_RETENTION_DAYS", 400, minimum=31, maximum=3660
+)
+COSTWISE_RETENTION_BATCH_SIZE = env_int(
+    "COSTWISE_RETENTION_BATCH_SIZE", 5000, minimum=100, maximum=100_000
+)
 
 # CostSim: sandbox, V2 shadow and its safety net (README "Configuration")
 COSTSIM_V2_SANDBOX = env_bool("COSTSIM_V2_SANDBOX", False)
@@ -373,3 +410,9 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "costwise@localhost"
+
+# Budget reservations (README, "Budget reservations"). False: a reserve or release commits
+# without waiting for the WAL flush, so a budget's lock is held for the statements alone;
+# a crash of the database server can then lose the last ~0.6 s of acknowledged reservations
+# (never a concurrent overshoot). True: every reservation is durable once answered.
+BUDGET_RESERVE_SYNCHRONOUS_COMMIT = env_bool("BUDGET_RESERVE_SYNCHRONOUS_COMMIT", False)

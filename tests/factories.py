@@ -14,6 +14,7 @@ from analytics.models import (
     Budget,
     BudgetType,
     CostRecord,
+    CostRecordKey,
     FeatureTag,
     ModelPriceOverride,
     RunRecord,
@@ -50,6 +51,7 @@ class ApiKeyFactory(factory.django.DjangoModelFactory):
 class CostRecordFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = CostRecord
+        skip_postgeneration_save = True
 
     tenant = factory.SubFactory(TenantFactory)
     model = "gpt-4o-mini"
@@ -59,6 +61,17 @@ class CostRecordFactory(factory.django.DjangoModelFactory):
     cost_cents = Decimal("1.5")
     created_at = factory.LazyFunction(timezone.now)
     ingested_at = factory.LazyFunction(timezone.now)
+
+    @factory.post_generation
+    def key(record, create, extracted, **kwargs):
+        """Keys are unique per tenant through their own table, as ingest writes them."""
+        if create and record.idempotency_key is not None:
+            CostRecordKey.objects.create(
+                tenant_id=record.tenant_id,
+                idempotency_key=record.idempotency_key,
+                record_id=record.pk,
+                created_at=record.created_at,
+            )
 
 
 class RunRecordFactory(factory.django.DjangoModelFactory):

@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from analytics.admin.display import money, money_column
 from analytics.admin.readonly import ReadOnlyAdmin
-from analytics.models import Budget, BudgetPeriod, CostRecord, FeatureTag, RunRecord
+from analytics.models import (
+    Budget,
+    BudgetPeriod,
+    CostRecord,
+    CostRecordKey,
+    FeatureTag,
+    RunRecord,
+)
 from analytics.selectors.budgets import budget_period_status
 
 # The model filter lists models seen in this many newest records: a DISTINCT over the whole
@@ -138,12 +145,37 @@ class CostRecordAdmin(ReadOnlyAdmin):
         ("created_at", CreatedRangeFilter),
     )
     # Exact matches only: each id column is indexed per tenant and a LIKE scan would not be.
-    search_fields = ("=idempotency_key", "=request_id", "=run_id", "=workflow_id", "=user_id")
+    # Idempotency keys are found through their key table (get_search_results).
+    search_fields = ("=request_id", "=run_id", "=workflow_id", "=user_id")
     date_hierarchy = "created_at"
     list_select_related = ("tenant",)
     ordering = ("-created_at", "-id")
 
     cost = money_column("cost_cents", "cost")
+
+    def get_search_results(self, request, queryset, search_term):
+        """Also match the record stored under the idempotency key `search_term`: the key
+        table is the index (its primary key leads with the tenant, so a tenant chosen in
+        the filter makes the lookup a single index probe)."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if not term:
+            return found, may_have_duplicates
+        keys = CostRecordKey.objects.filter(idempotency_key=term)
+        tenant_id = request.GET.get("tenant__id__exact", "")
+        if tenant_id.isdigit():
+            keys = keys.filter(tenant_id=int(tenant_id))
+        by_key = [
+            (record_id, created_at)
+            for record_id, created_at in keys.values_list("record_id", "created_at")[:100]
+        ]
+        if not by_key:
+            return found, may_have_duplicates
+        # (id, created_at) pins each record to its month partition.
+        return found | queryset.filter(
+            id__in=[record_id for record_id, _ in by_key],
+            created_at__in=[created_at for _, created_at in by_key],
+        ), may_have_duplicates
 
 
 @admin.register(RunRecord)

@@ -28,7 +28,7 @@ def tenants_create_keys(request, tenants) -> list[tuple[Tenant, str]]:
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "is_active", "created_at")
+    list_display = ("slug", "name", "is_active", "retention_days", "created_at")
     list_filter = ("is_active",)
     search_fields = ("slug", "name")
     readonly_fields = ("created_at",)

@@ -17,7 +17,7 @@ from analytics.api.batches import (
     validate_cost_record_batch,
     validate_run_batch,
 )
-from analytics.api.errors import Conflict, PayloadTooLarge
+from analytics.api.errors import PayloadTooLarge
 from analytics.api.openapi import CONFLICT
 from analytics.api.serializers import (
     BudgetSerializer,
@@ -51,26 +51,11 @@ from analytics.services.feature_tags import (
 )
 from analytics.services.ingest import (
     IdempotencyKeyConflict,
-    KeyConflict,
     TerminalRunChanged,
     cost_records_ingest,
     run_records_upsert,
 )
 from analytics.services.pricing import cost_records_reprice
-
-TERMINAL_IMMUTABLE = "run is terminal and immutable"
-
-
-def _reuse(conflict: KeyConflict) -> str:
-    if conflict.first_index is None:
-        where = "a stored record"
-    else:
-        where = f"records[{conflict.first_index}] of this batch"
-    return (
-        f"idempotency key {conflict.key!r} is already used by {where} with a different "
-        "payload; resend the same payload to retry, or use a new key for a new record"
-    )
-
 
 WINDOW_PARAMETERS = [
     OpenApiParameter("from", OpenApiTypes.DATETIME, description="created_at >= from"),
@@ -196,17 +181,12 @@ class CostRecordViewSet(
             result = cost_records_ingest(
                 tenant=self.get_tenant(), records=records, received_at=received_at
             )
-        except IdempotencyKeyConflict as exc:
+        except IdempotencyKeyConflict:
+            # The shared exception handler answers it (409, one error per reused key).
             metrics.ingest_batches_rejected_total.labels(
                 kind="cost_records", reason="conflict"
             ).inc()
-            raise Conflict(
-                "Idempotency keys were reused with a different payload; nothing was written.",
-                [
-                    {"field": f"records[{item.index}].idempotency_key", "reason": _reuse(item)}
-                    for item in exc.conflicts
-                ],
-            ) from None
+            raise
         return Response(IngestResultSerializer(result).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=RepriceInputSerializer, responses=RepriceResultSerializer)
@@ -276,15 +256,9 @@ class RunViewSet(
             result = run_records_upsert(
                 tenant=self.get_tenant(), runs=runs, received_at=received_at
             )
-        except TerminalRunChanged as exc:
+        except TerminalRunChanged:
             metrics.ingest_batches_rejected_total.labels(kind="runs", reason="conflict").inc()
-            raise Conflict(
-                "Terminal runs (completed, failed, crashed) cannot change; nothing was written.",
-                [
-                    {"field": f"runs[{index}]", "reason": TERMINAL_IMMUTABLE}
-                    for index in exc.indexes
-                ],
-            ) from None
+            raise
         return Response(
             {"created": result.created, "updated": result.updated, "unchanged": result.unchanged},
             status=status.HTTP_201_CREATED,

@@ -20,8 +20,16 @@ from analytics.models.incidents import (
 )
 from analytics.models.jobs import JobChunk, JobChunkStatus, JobRun, JobRunStatus
 from analytics.models.pricing import ModelPriceOverride
-from analytics.models.records import Budget, CostRecord, CostSource, FeatureTag, RunRecord
+from analytics.models.records import (
+    Budget,
+    CostRecord,
+    CostRecordKey,
+    CostSource,
+    FeatureTag,
+    RunRecord,
+)
 from analytics.models.reservations import BudgetReservation
+from analytics.models.rollup import CostRollup
 from analytics.models.snapshots import Baseline, CostSnapshot, SnapshotAggregate
 from analytics.models.tenancy import ApiKey, Tenant
 
@@ -38,6 +46,8 @@ __all__ = [
     "BudgetPeriod",
     "BudgetType",
     "CostRecord",
+    "CostRecordKey",
+    "CostRollup",
     "CostSnapshot",
     "CostSource",
     "DerivedCause",

@@ -18,9 +18,15 @@ class CostSource(models.TextChoices):
 
 
 class CostRecord(models.Model):
-    """One LLM call as billed. Append-only: there is no update or delete path."""
+    """One LLM call as billed. Append-only: no update path; only retention deletes.
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    The table is partitioned by month of `created_at` (`analytics.services.partitions`); its
+    primary key in the database is (id, created_at), `id` alone is unique by its sequence.
+    A record's idempotency key is unique per tenant through `CostRecordKey`.
+    """
+
+    # No index of its own: costrecord_tenant_time leads with tenant_id.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
     idempotency_key = models.CharField(max_length=64, null=True, blank=True)
     user_id = models.CharField(max_length=64, null=True, blank=True)
     feature_tag = models.CharField(max_length=128, null=True, blank=True)
@@ -59,12 +65,6 @@ class CostRecord(models.Model):
 
     class Meta:
         constraints = [
-            # Ingest relies on this exact partial index for ON CONFLICT ... DO NOTHING.
-            models.UniqueConstraint(
-                fields=["tenant", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="costrecord_tenant_idem_key_uniq",
-            ),
             models.CheckConstraint(
                 condition=Q(cost_cents__isnull=True) | Q(cost_cents__gte=0),
                 name="costrecord_cost_nonneg",
@@ -109,6 +109,31 @@ class CostRecord(models.Model):
     def __str__(self) -> str:
         cost = "unpriced" if self.cost_cents is None else f"{self.cost_cents}¢"
         return f"{self.model} {cost} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class CostRecordKey(models.Model):
+    """The idempotency key of a cost record, unique per tenant across every partition.
+
+    A partitioned table's unique indexes must contain the partition key, so the key lives
+    here; ingest writes it and its record in one statement. It lives as long as its record:
+    retention deletes it with the record, or from a month partition detached to be dropped.
+    """
+
+    pk = models.CompositePrimaryKey("tenant", "idempotency_key")
+    # No index of its own (the primary key leads with tenant_id) and no constraint: ingest
+    # writes a key only with its record, whose foreign key checks the tenant; one check per
+    # row is what ingest can afford.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    idempotency_key = models.CharField(max_length=64)
+    # The record: (record_id, created_at) is its primary key in the partitioned table.
+    # Nothing else is indexed: retention finds the keys through the records it deletes.
+    record_id = models.BigIntegerField()
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.idempotency_key
 
 
 class RunRecord(models.Model):

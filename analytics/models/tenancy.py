@@ -2,11 +2,16 @@ import hashlib
 import secrets
 import string
 
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import Q
 
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_PREFIX_LENGTH = 11  # "ck_" plus the first 8 random characters, shown in the admin
+# A tenant's raw cost records are kept at least a month (the current month's statistics and
+# budgets read them) and at most about ten years.
+RETENTION_DAYS_MIN = 31
+RETENTION_DAYS_MAX = 3660
 
 
 class TenantQuerySet(models.QuerySet):
@@ -26,11 +31,26 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # NULL: the project default, COSTWISE_RECORD_RETENTION_DAYS. Snapshots, anomalies and
+    # incidents are kept whatever it says.
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(RETENTION_DAYS_MIN), MaxValueValidator(RETENTION_DAYS_MAX)],
+        help_text="Days raw cost records are kept; empty for the project default.",
+    )
 
     objects = TenantQuerySet.as_manager()
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(retention_days__isnull=True)
+                | Q(retention_days__gte=RETENTION_DAYS_MIN, retention_days__lte=RETENTION_DAYS_MAX),
+                name="tenant_retention_days_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug

@@ -59,12 +59,20 @@ def budget_scope_filter(*, budget: Budget) -> Q:
 # budget rules of detection all read spend through it, so they agree on what was spent.
 #
 # Hours that have a complete, non-stale hourly snapshot are read from its aggregate of the
-# budget's scope (one row per hour); the gaps between them, the current hour included, are
-# read from cost records, one index range scan per gap. Ingest marks a snapshot stale in the
-# transaction that adds a record to its hour, so both parts always add up to the sum of the
-# records, and a month costs at most ~744 aggregate rows plus the records of the open hours
-# instead of every record of the month. Hourly snapshots start on the hour, so a snapshot
-# counts for the day exactly when its period_start is on or after day_start.
+# budget's scope (one row per hour). The other whole hours before `until` are read from the
+# hourly rollups of cost records (one row per feature, user and model of the hour in scope),
+# which the database keeps in the statement that writes a record; ingest marks a snapshot
+# stale in the transaction that adds a record to its hour. So both always add up to the sum
+# of the records, and a month costs at most ~744 aggregate rows plus the rollup rows of the
+# uncovered hours, however many records the open hours hold. Hourly snapshots start on the
+# hour, so a snapshot counts for the day exactly when its period_start is on or after
+# day_start, and so does a rollup hour.
+#
+# `until` inside an hour leaves that hour partial. It is read from the records of
+# [hour start, until), or as the hour's rollups minus the records of [until, hour end),
+# whichever spans less time before now(): for `until` = now the second reads the records of
+# the rest of the current hour, which has none yet, instead of every record of the hour so
+# far. Both give the same exact sum.
 #
 # One record branch per budget type, each gated on `b.budget_type` (a one-time filter, so
 # only one runs), lets each scope use its own (tenant, scope, created_at) index.
@@ -77,6 +85,14 @@ CROSS JOIN LATERAL (
           AND s.status = 'complete' AND NOT s.is_stale
           AND s.period_start >= %(month_start)s AND s.period_end <= %(until)s
     ),
+    edge AS (
+        SELECT hour_start, hour_start + interval '1 hour' AS hour_end,
+               hour_start < %(until)s
+               AND GREATEST(LEAST(hour_start + interval '1 hour', now()) - %(until)s,
+                            interval '0')
+                   < LEAST(%(until)s, now()) - hour_start AS by_rollup
+        FROM (SELECT date_trunc('hour', %(until)s, 'UTC') AS hour_start) h
+    ),
     gaps AS (
         SELECT lo, hi FROM (
             SELECT COALESCE(lag(period_end) OVER (ORDER BY period_start), %(month_start)s)
@@ -88,6 +104,19 @@ CROSS JOIN LATERAL (
         ) g
         WHERE lo < hi
     ),
+    -- whole uncovered hours; the partial hour too when it is read by_rollup
+    rollup_hours AS (
+        SELECT g.lo, LEAST(g.hi, e.hour_start) AS hi FROM gaps g, edge e
+        UNION ALL
+        SELECT hour_start, hour_end FROM edge WHERE by_rollup
+    ),
+    -- records added (sign 1) or subtracted (sign -1) for the partial hour
+    record_ranges AS (
+        SELECT hour_start AS lo, %(until)s AS hi, 1 AS sign
+        FROM edge WHERE hour_start < %(until)s AND NOT by_rollup
+        UNION ALL
+        SELECT %(until)s, hour_end, -1 FROM edge WHERE by_rollup
+    ),
     parts AS (
         SELECT a.total_cost_cents AS cents, c.period_start AS at, a.unpriced_records AS unpriced
         FROM cover c
@@ -95,8 +124,23 @@ CROSS JOIN LATERAL (
           ON a.snapshot_id = c.id AND a.entity_type = b.budget_type
          AND (a.entity_id = b.entity_id OR (a.entity_id IS NULL AND b.entity_id IS NULL))
         UNION ALL
-        SELECT r.cost_cents, r.created_at, (r.cost_cents IS NULL)::int
-        FROM gaps g
+        SELECT u.spend_cents, u.hour, u.unpriced_records
+        FROM rollup_hours g
+        CROSS JOIN LATERAL (
+            -- one range scan of costrollup_key per range: OFFSET 0 keeps the planner from
+            -- flattening this into a join that reads every rollup row of the tenant
+            SELECT spend_cents, hour, unpriced_records FROM analytics_costrollup
+            WHERE tenant_id = b.tenant_id AND hour >= g.lo AND hour < g.hi
+              AND CASE b.budget_type
+                      WHEN 'feature' THEN feature_tag = b.entity_id
+                      WHEN 'user' THEN user_id = b.entity_id
+                      ELSE TRUE
+                  END
+            OFFSET 0
+        ) u
+        UNION ALL
+        SELECT g.sign * r.cost_cents, r.created_at, g.sign * (r.cost_cents IS NULL)::int
+        FROM record_ranges g
         CROSS JOIN LATERAL (
             SELECT cost_cents, created_at FROM analytics_costrecord
             WHERE b.budget_type = 'tenant' AND tenant_id = b.tenant_id

@@ -1,20 +1,29 @@
 """Reads behind the usage and cost statistics.
 
-A window is answered in two parts. Buckets that lie wholly inside the window and have a
+A window is answered in three parts. Buckets that lie wholly inside the window and have a
 `complete`, non-stale snapshot of the same resolution are read from that snapshot's
-aggregates; the rest of the window (partial edge buckets, buckets without a usable snapshot)
-is read from cost records, range by range so that the covered stretches are never scanned.
-Both parts produce the same sums, so the answer does not depend on which snapshots exist.
+aggregates. The rest of the window is read hour by hour from the hourly rollups of cost
+records (`CostRollup`, kept by the database as records are written), so a busy hour costs
+its number of (feature, user, model) keys, not its number of records. Only the part of an
+hour the window cuts (its first and last, partial hours) touches cost records: either the
+records inside the window, or the whole hour's rollups minus the records outside it,
+whichever spans less time that has already passed (a window ending now subtracts the
+records of the rest of the current hour, which has none yet). All parts produce the same
+exact sums, so the answer does not depend on which snapshots exist or which way an edge is
+read.
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
 
 from analytics.db import read_connection
 from analytics.models import CostSnapshot, SnapshotStatus, SnapshotType, Tenant
 
 HOUR, DAY = "hour", "day"
+ONE_HOUR = timedelta(hours=1)
 RESOLUTIONS = (HOUR, DAY)
 SNAPSHOT_TYPE_OF = {HOUR: SnapshotType.HOURLY, DAY: SnapshotType.DAILY}
 
@@ -28,14 +37,77 @@ class StatisticsWindow:
 
 @dataclass(frozen=True)
 class Coverage:
-    """Snapshots that answer whole buckets, and the [lo, hi) ranges left to cost records."""
+    """Snapshots that answer whole buckets; the [lo, hi) ranges read from hourly rollups
+    (whole hours), from cost records (added) and from cost records subtracted again (the
+    parts of a rollup hour that lie outside the window)."""
 
     snapshot_ids: list[int] = field(default_factory=list)
+    rollup_lo: list[datetime] = field(default_factory=list)
+    rollup_hi: list[datetime] = field(default_factory=list)
     raw_lo: list[datetime] = field(default_factory=list)
     raw_hi: list[datetime] = field(default_factory=list)
+    minus_lo: list[datetime] = field(default_factory=list)
+    minus_hi: list[datetime] = field(default_factory=list)
+
+    def add_rollup(self, lo: datetime, hi: datetime) -> None:
+        if self.rollup_hi and self.rollup_hi[-1] == lo:
+            self.rollup_hi[-1] = hi
+        else:
+            self.rollup_lo.append(lo)
+            self.rollup_hi.append(hi)
+
+    def add_gap(self, lo: datetime, hi: datetime, now: datetime) -> None:
+        """Cover [lo, hi), which no snapshot answers: whole hours from rollups, each
+        partial hour by `add_partial_hour`."""
+        first, last = _ceil_hour(lo), _floor_hour(hi)
+        if first > last:
+            self.add_partial_hour(lo, hi, now)
+            return
+        if lo < first:
+            self.add_partial_hour(lo, first, now)
+        if first < last:
+            self.add_rollup(first, last)
+        if last < hi:
+            self.add_partial_hour(last, hi, now)
+
+    def add_partial_hour(self, lo: datetime, hi: datetime, now: datetime) -> None:
+        """Cover [lo, hi) inside one hour by the side that spans less time before `now`:
+        its records, or the hour's rollups minus the records of the hour outside it.
+        Either way the sums are exact; only the number of records read differs."""
+        hour = _floor_hour(lo)
+        end = hour + ONE_HOUR
+        inside = _elapsed(lo, hi, now)
+        outside = _elapsed(hour, lo, now) + _elapsed(hi, end, now)
+        if outside >= inside:
+            self.raw_lo.append(lo)
+            self.raw_hi.append(hi)
+            return
+        self.add_rollup(hour, end)
+        for minus_lo, minus_hi in ((hour, lo), (hi, end)):
+            if minus_lo < minus_hi:
+                self.minus_lo.append(minus_lo)
+                self.minus_hi.append(minus_hi)
 
 
-def statistics_coverage(*, tenant: Tenant, window: StatisticsWindow) -> Coverage:
+def _floor_hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(at: datetime) -> datetime:
+    floor = _floor_hour(at)
+    return floor if floor == at else floor + ONE_HOUR
+
+
+def _elapsed(lo: datetime, hi: datetime, now: datetime) -> timedelta:
+    """How much of [lo, hi) lies before `now`; records dated later are rare."""
+    return max(min(hi, now) - lo, timedelta(0))
+
+
+def statistics_coverage(
+    *, tenant: Tenant, window: StatisticsWindow, now: datetime | None = None
+) -> Coverage:
+    """What answers `window`: snapshots, rollup hours and record ranges. `now` (default the
+    current time) only decides which way partial hours are read, never the answer."""
     snapshots = (
         CostSnapshot.objects.filter(
             tenant=tenant,
@@ -48,41 +120,85 @@ def statistics_coverage(*, tenant: Tenant, window: StatisticsWindow) -> Coverage
         .order_by("period_start")
         .values_list("id", "period_start", "period_end")
     )
+    now = now or timezone.now()
     coverage = Coverage()
     cursor_at = window.start
     for snapshot_id, period_start, period_end in snapshots:
         coverage.snapshot_ids.append(snapshot_id)
         if period_start > cursor_at:
-            coverage.raw_lo.append(cursor_at)
-            coverage.raw_hi.append(period_start)
+            coverage.add_gap(cursor_at, period_start, now)
         cursor_at = period_end
     if cursor_at < window.end:
-        coverage.raw_lo.append(cursor_at)
-        coverage.raw_hi.append(window.end)
+        coverage.add_gap(cursor_at, window.end, now)
     return coverage
 
 
-# Cost records of the uncovered ranges. The ranges are spelled out as literal conditions
-# (filled in per query, see _raw_ranges) rather than joined from an array, so the planner
-# estimates each one from the statistics: a day's worth becomes an index range scan on
-# (tenant, created_at), a whole uncovered window a sequential scan.
-_RAW_RECORDS = """
-    FROM analytics_costrecord r
-    WHERE r.tenant_id = %(tenant)s AND ({raw_ranges})
+def _cost_pieces(*keys: str, by_bucket: bool = True) -> str:
+    """The uncovered part of the window per (bucket, *keys): rows of sums from the records
+    of the raw ranges, from the rollups of the rollup ranges, and the records of the minus
+    ranges negated. Summed per group they give exactly the sums of the window's records.
+
+    The ranges are spelled out as literal conditions (filled in per query, see _query)
+    rather than joined from an array, so the planner estimates each one from the
+    statistics: a partial hour becomes an index range scan on (tenant, created_at), the
+    rollup hours a range scan of costrollup_key.
+    """
+    columns = (["bucket"] if by_bucket else []) + list(keys)
+    record_keys = ", ".join(
+        (["date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket"] if by_bucket else [])
+        + [f"r.{key}" for key in keys]
+    )
+    rollup_keys = ", ".join(
+        (["date_trunc(%(unit)s, u.hour, 'UTC')"] if by_bucket else [])
+        + [f"u.{key}" for key in keys]
+    )
+    group = ", ".join(str(position) for position in range(1, len(columns) + 1))
+    return f"""
+        SELECT {record_keys},
+               COALESCE(SUM(r.cost_cents), 0) AS spend,
+               COUNT(*) AS requests,
+               SUM(r.input_tokens) AS input_tokens,
+               SUM(r.output_tokens) AS output_tokens,
+               COUNT(*) FILTER (WHERE r.cost_source = 'unpriced') AS unpriced
+        FROM analytics_costrecord r
+        WHERE r.tenant_id = %(tenant)s AND ({{raw_ranges}})
+        GROUP BY {group}
+        UNION ALL
+        SELECT {rollup_keys}, u.spend_cents, u.requests, u.input_tokens, u.output_tokens,
+               u.unpriced_records
+        FROM analytics_costrollup u
+        WHERE u.tenant_id = %(tenant)s AND u.requests > 0 AND ({{rollup_ranges}})
+        UNION ALL
+        SELECT {record_keys},
+               -COALESCE(SUM(r.cost_cents), 0),
+               -COUNT(*),
+               -SUM(r.input_tokens),
+               -SUM(r.output_tokens),
+               -COUNT(*) FILTER (WHERE r.cost_source = 'unpriced')
+        FROM analytics_costrecord r
+        WHERE r.tenant_id = %(tenant)s AND ({{minus_ranges}})
+        GROUP BY {group}
+    """
+
+
+# The uncovered part per bucket. A bucket whose records all lie outside the window (only
+# the rollup hour and its subtracted records reach it) adds up to no requests and is
+# dropped, as a bucket without records is when read from records alone.
+_UNCOVERED_SERIES = f"""
+    SELECT bucket, SUM(spend) AS spend, SUM(requests) AS requests,
+           SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+           SUM(unpriced) AS unpriced
+    FROM ({_cost_pieces()}) pieces
+    GROUP BY bucket
+    HAVING SUM(requests) > 0
 """
 
 # Token sums stay numeric (a sum of bigints can pass a bigint, as a snapshot's can); the rows
 # hold them as Decimal and the statistics service turns them into ints.
 _COST_SERIES = f"""
 SELECT bucket, spend, requests, input_tokens, output_tokens, unpriced FROM (
-    SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket,
-           COALESCE(SUM(r.cost_cents), 0) AS spend,
-           COUNT(*)::bigint AS requests,
-           SUM(r.input_tokens) AS input_tokens,
-           SUM(r.output_tokens) AS output_tokens,
-           COUNT(*) FILTER (WHERE r.cost_source = 'unpriced')::bigint AS unpriced
-    {_RAW_RECORDS}
-    GROUP BY 1
+    SELECT bucket, spend, requests::bigint, input_tokens, output_tokens, unpriced::bigint
+    FROM ({_UNCOVERED_SERIES}) uncovered
     UNION ALL
     SELECT s.period_start, a.total_cost_cents, a.request_count, a.total_input_tokens,
            a.total_output_tokens, a.unpriced_records
@@ -96,12 +212,9 @@ ORDER BY bucket
 # compute_units always come from run records, whatever answers the cost side of a bucket.
 _USAGE_SERIES = f"""
 SELECT bucket, SUM(requests)::bigint, SUM(compute_units)::bigint, SUM(tokens) FROM (
-    SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket,
-           COUNT(*)::bigint AS requests,
-           0::bigint AS compute_units,
-           SUM(r.input_tokens + r.output_tokens) AS tokens
-    {_RAW_RECORDS}
-    GROUP BY 1
+    SELECT bucket, requests::bigint, 0::bigint AS compute_units,
+           input_tokens + output_tokens AS tokens
+    FROM ({_UNCOVERED_SERIES}) uncovered
     UNION ALL
     SELECT s.period_start, a.request_count, 0, a.total_input_tokens + a.total_output_tokens
     FROM analytics_costsnapshot s
@@ -134,14 +247,11 @@ FROM (
            SUM(p.output_tokens) AS output_tokens,
            SUM(p.unpriced) AS unpriced
     FROM (
-        SELECT r.model, r.feature_tag,
-               COALESCE(SUM(r.cost_cents), 0) AS spend,
-               COUNT(*) AS requests,
-               SUM(r.input_tokens) AS input_tokens,
-               SUM(r.output_tokens) AS output_tokens,
-               COUNT(*) FILTER (WHERE r.cost_source = 'unpriced') AS unpriced
-        {_RAW_RECORDS}
-        GROUP BY r.model, r.feature_tag
+        SELECT model, feature_tag, SUM(spend) AS spend, SUM(requests) AS requests,
+               SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+               SUM(unpriced) AS unpriced
+        FROM ({_cost_pieces("model", "feature_tag", by_bucket=False)}) pieces
+        GROUP BY model, feature_tag
     ) p
     GROUP BY GROUPING SETS ((p.model), (p.feature_tag))
     UNION ALL
@@ -180,11 +290,19 @@ def _query(
         "end": window.end,
         "snapshots": coverage.snapshot_ids,
     }
-    ranges = []
-    for index, (lo, hi) in enumerate(zip(coverage.raw_lo, coverage.raw_hi, strict=True)):
-        params[f"lo{index}"], params[f"hi{index}"] = lo, hi
-        ranges.append(f"(r.created_at >= %(lo{index})s AND r.created_at < %(hi{index})s)")
-    return template.format(raw_ranges=" OR ".join(ranges) or "false"), params
+    conditions = {}
+    for name, column, los, his in (
+        ("raw_ranges", "r.created_at", coverage.raw_lo, coverage.raw_hi),
+        ("rollup_ranges", "u.hour", coverage.rollup_lo, coverage.rollup_hi),
+        ("minus_ranges", "r.created_at", coverage.minus_lo, coverage.minus_hi),
+    ):
+        ranges = []
+        for index, (lo, hi) in enumerate(zip(los, his, strict=True)):
+            lo_name, hi_name = f"{name}_lo{index}", f"{name}_hi{index}"
+            params[lo_name], params[hi_name] = lo, hi
+            ranges.append(f"({column} >= %({lo_name})s AND {column} < %({hi_name})s)")
+        conditions[name] = " OR ".join(ranges) or "false"
+    return template.format(**conditions), params
 
 
 def _fetch_all(sql: str, params: dict) -> list[tuple]:
@@ -259,11 +377,9 @@ SELECT bucket, dimension, key, SUM(spend) FROM (
            SUM(p.spend) AS spend,
            SUM(p.requests) AS requests
     FROM (
-        SELECT date_trunc(%(unit)s, r.created_at, 'UTC') AS bucket, r.model, r.feature_tag,
-               COALESCE(SUM(r.cost_cents), 0) AS spend,
-               COUNT(*) AS requests
-        {_RAW_RECORDS}
-        GROUP BY 1, r.model, r.feature_tag
+        SELECT bucket, model, feature_tag, SUM(spend) AS spend, SUM(requests) AS requests
+        FROM ({_cost_pieces("model", "feature_tag")}) pieces
+        GROUP BY bucket, model, feature_tag
     ) p
     GROUP BY GROUPING SETS ((p.bucket, p.model), (p.bucket, p.feature_tag))
     UNION ALL

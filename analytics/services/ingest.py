@@ -12,6 +12,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from analytics import metrics
+from analytics.errors import Conflict
 from analytics.models import CostSource, RunRecord, RunStatus, SnapshotStatus, Tenant
 from analytics.models.records import UNCLASSIFIED_TAG
 from analytics.selectors.pricing import override_rules
@@ -64,6 +65,8 @@ _INSERT_EXPRESSIONS = {
 _INSERT_VALUES = ", ".join(
     _INSERT_EXPRESSIONS.get(name, f"b.{name}") for name, _ in COST_RECORD_COLUMNS
 )
+# The identity sequence of analytics_costrecord.id; key rows take their record's id from it.
+RECORD_ID_SEQUENCE = "analytics_costrecord_id_seq"
 
 # One round trip: price, insert, mark the complete snapshots covering the inserted rows stale,
 # and report the keys skipped, the records that became unclassified and those left unpriced.
@@ -77,11 +80,15 @@ _INSERT_VALUES = ", ".join(
 #   `unclassified`, so dashboards never grow a long tail of typos; the tag as sent is kept
 #   in sent_feature_tag, and the answer says which tags and why (featuretag_tenant_tag_uniq:
 #   at most one tag row joins).
-# - Rows are inserted in idempotency-key order so that concurrent batches sharing keys take
+# - Keys go to analytics_costrecordkey, whose primary key (tenant_id, idempotency_key) is
+#   unique across every month partition of analytics_costrecord; a record with a key is
+#   inserted only when its key was, with the id the key row took from the records' sequence.
+#   Records without a key take theirs from the same sequence.
+# - Keys are inserted in idempotency-key order so that concurrent batches sharing keys take
 #   the unique-index locks in the same order and cannot deadlock each other.
-# - ON CONFLICT targets the partial unique index (tenant_id, idempotency_key); a concurrent
-#   batch with the same key waits for the first one and then skips the row. The skipped
-#   keys go on to KEY_CONFLICTS_SQL.
+# - ON CONFLICT targets the key table's primary key; a concurrent batch with the same key
+#   waits for the first one and then skips the key and its record. The skipped keys go on
+#   to KEY_CONFLICTS_SQL.
 # - Snapshot periods are aligned to the UTC hour/day (the snapshot service truncates
 #   period_start), so covering snapshots are found through the natural-key index. They are
 #   locked in id order for the same deadlock reason; already stale rows are left alone.
@@ -113,17 +120,27 @@ batch AS (
     FROM priced b
     LEFT JOIN analytics_featuretag ft ON ft.tenant_id = %(tenant_id)s AND ft.tag = b.feature_tag
 ),
+keyed AS (
+    INSERT INTO analytics_costrecordkey (tenant_id, idempotency_key, record_id, created_at)
+    SELECT %(tenant_id)s, b.idempotency_key, nextval('{RECORD_ID_SEQUENCE}'), b.created_at
+    FROM batch b
+    WHERE b.idempotency_key IS NOT NULL
+    ORDER BY b.idempotency_key COLLATE "C"
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    RETURNING idempotency_key, record_id
+),
 inserted AS (
-    INSERT INTO analytics_costrecord (tenant_id, {_BATCH_NAMES}, cost_source,
+    INSERT INTO analytics_costrecord (id, tenant_id, {_BATCH_NAMES}, cost_source,
                                       price_catalog_version, sent_feature_tag, ingested_at)
-    SELECT %(tenant_id)s, {_INSERT_VALUES}, b.cost_source,
+    SELECT COALESCE(k.record_id, nextval('{RECORD_ID_SEQUENCE}')), %(tenant_id)s,
+           {_INSERT_VALUES}, b.cost_source,
            CASE WHEN b.cost_cents IS NULL THEN %(catalog_version)s END,
            CASE WHEN b.unclassified_reason IS NOT NULL OR b.feature_tag = %(unclassified)s
                 THEN b.feature_tag END,
            %(received_at)s
     FROM batch b
-    ORDER BY b.idempotency_key COLLATE "C"
-    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    LEFT JOIN keyed k ON k.idempotency_key = b.idempotency_key
+    WHERE b.idempotency_key IS NULL OR k.record_id IS NOT NULL
     RETURNING idempotency_key, created_at, cost_source, model
 ),
 periods AS (
@@ -168,15 +185,17 @@ SELECT (SELECT count(*) FROM inserted),
 """
 
 # The skipped records whose key is stored with another payload: field by field, so new
-# records pay nothing for it. A separate statement, so it reads a snapshot taken after
-# INGEST_SQL: a key skipped because a concurrent batch inserted it was waited for and is
-# committed (an aborted batch would not have made it skip), and cost records are never
-# updated or deleted. A record sent without a cost matches a stored record the service priced
-# (whatever its price now), and one sent with a cost matches only the same client cost. Two
-# more fields are not stored as sent: the tag, compared as sent through
-# sent_feature_tag (a record ingested before that column existed and stored as
-# `unclassified` matches any tag), and created_at, which a record without one leaves to the
-# receipt time, so an absent created_at matches any.
+# records pay nothing for it. The stored record is found through its key row (its id and
+# created_at, so one partition is read). A separate statement, so it reads a snapshot taken
+# after INGEST_SQL: a key skipped because a concurrent batch inserted it was waited for and
+# is committed (an aborted batch would not have made it skip), and cost records are never
+# updated. Only retention deletes them, long past any re-send; a key whose record it has
+# just deleted finds nothing to compare, and the record counts as a duplicate. A record
+# sent without a cost matches a stored record the service priced (whatever its price now),
+# and one sent with a cost matches only the same client cost. Two more fields are not
+# stored as sent: the tag, compared as sent through sent_feature_tag (a record ingested
+# before that column existed and stored as `unclassified` matches any tag), and created_at,
+# which a record without one leaves to the receipt time, so an absent created_at matches any.
 _STORED_AS_SENT = " AND ".join(
     f"c.{name} IS NOT DISTINCT FROM s.{name}"
     for name in PAYLOAD_COLUMNS
@@ -186,9 +205,11 @@ _STORED_AS_SENT = " AND ".join(
 KEY_CONFLICTS_SQL = f"""
 SELECT s.idempotency_key
 FROM json_to_recordset(%(batch)s::json) AS s({_BATCH_TYPES})
+JOIN analytics_costrecordkey k
+  ON k.tenant_id = %(tenant_id)s AND k.idempotency_key = s.idempotency_key
 JOIN analytics_costrecord c
-  ON c.tenant_id = %(tenant_id)s AND c.idempotency_key = s.idempotency_key
-WHERE c.idempotency_key IS NOT NULL AND NOT (
+  ON c.id = k.record_id AND c.created_at = k.created_at AND c.tenant_id = %(tenant_id)s
+WHERE NOT (
     {_STORED_AS_SENT}
     AND c.cache_read_tokens = COALESCE(s.cache_read_tokens, 0)
     AND c.cache_write_tokens = COALESCE(s.cache_write_tokens, 0)
@@ -240,12 +261,30 @@ class KeyConflict:
     key: str
     first_index: int | None = None
 
+    @property
+    def reason(self) -> str:
+        if self.first_index is None:
+            where = "a stored record"
+        else:
+            where = f"records[{self.first_index}] of this batch"
+        return (
+            f"idempotency key {self.key!r} is already used by {where} with a different "
+            "payload; resend the same payload to retry, or use a new key for a new record"
+        )
 
-class IdempotencyKeyConflict(Exception):
+
+class IdempotencyKeyConflict(Conflict):
     """Keys of the batch were used before with another payload; nothing was written."""
 
+    default_message = "Idempotency keys were reused with a different payload; nothing was written."
+
     def __init__(self, conflicts: list[KeyConflict]):
-        super().__init__(f"idempotency keys reused with another payload: {conflicts}")
+        super().__init__(
+            field_errors=[
+                {"field": f"records[{item.index}].idempotency_key", "reason": item.reason}
+                for item in conflicts
+            ]
+        )
         self.conflicts = conflicts
 
 
@@ -460,11 +499,22 @@ class RunUpsertResult:
     unchanged: int
 
 
-class TerminalRunChanged(Exception):
+TERMINAL_IMMUTABLE = "run is terminal and immutable"
+
+
+class TerminalRunChanged(Conflict):
     """The batch tries to change runs that are already terminal; nothing was written."""
 
+    default_message = (
+        "Terminal runs (completed, failed, crashed) cannot change; nothing was written."
+    )
+
     def __init__(self, indexes: list[int]):
-        super().__init__(f"terminal runs cannot change (batch indexes {indexes})")
+        super().__init__(
+            field_errors=[
+                {"field": f"runs[{index}]", "reason": TERMINAL_IMMUTABLE} for index in indexes
+            ]
+        )
         self.indexes = indexes
 
 

@@ -10,7 +10,9 @@ to run again at any point, whole or in part, also by two workers at once:
   skipped, so a retried chunk neither repeats committed work nor counts it twice;
 - a tenant whose transaction did not commit (its worker died, its connection was lost) is
   simply run again; its work upserts on natural keys like every job's;
-- the run is settled by whichever chunk finishes last, under the run's row lock.
+- the run is settled by whichever chunk finishes last, under the run's row lock;
+- a chunk whose message was lost is sent again by the sweeper (`job_chunks_sweep`), or
+  failed with the reason once its attempts are spent.
 
 Jobs register their `TenantJob` spec here (from their app's tasks module), so the base app
 runs feedback's and predictions' jobs without importing them.
@@ -21,11 +23,12 @@ import logging
 import zlib
 from collections.abc import Iterable
 from contextlib import ExitStack
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from analytics import metrics
@@ -220,12 +223,24 @@ def job_chunk_note_retry(*, chunk_id: int, error: str) -> None:
     )
 
 
-@transaction.atomic
 def job_chunk_finish(*, chunk_id: int, status: str, error: str = "") -> JobChunk:
     """Finish the chunk and, when it is the run's last, settle the run.
 
     The run's row lock orders the chunks that finish at the same time, so exactly one of
     them sees every other chunk finished and settles the run.
+    """
+    _chunk_finish(chunk_id=chunk_id, status=status, error=error)
+    return JobChunk.objects.get(pk=chunk_id)
+
+
+@transaction.atomic
+def _chunk_finish(
+    *, chunk_id: int, status: str, error: str, untouched_since: datetime | None = None
+) -> bool:
+    """Finish the chunk unless it is finished already; return whether this call did.
+
+    With `untouched_since`, only a chunk nobody claimed or sent again after that instant is
+    finished (the sweeper gives up on a chunk only while it is still stalled).
     """
     now = timezone.now()
     run_id = JobChunk.objects.values_list("run_id", flat=True).get(pk=chunk_id)
@@ -233,7 +248,19 @@ def job_chunk_finish(*, chunk_id: int, status: str, error: str = "") -> JobChunk
     changes = {"status": status, "finished_at": now}
     if error or status == JobChunkStatus.SUCCESS:
         changes["error"] = error[:2000]
-    JobChunk.objects.filter(pk=chunk_id).exclude(status__in=FINISHED).update(**changes)
+    chunks = JobChunk.objects.filter(pk=chunk_id).exclude(status__in=FINISHED)
+    if untouched_since is not None:
+        chunks = chunks.filter(
+            Q(started_at__lt=untouched_since)
+            | Q(started_at__isnull=True, run__started_at__lt=untouched_since)
+        )
+    finished = bool(chunks.update(**changes))
+    _run_settle(run, now)
+    return finished
+
+
+def _run_settle(run: JobRun, now: datetime) -> None:
+    """Settle a running run whose chunks are all finished; the caller holds its row lock."""
     unfinished = run.chunks.exclude(status__in=FINISHED).exists()
     if run.status == JobRunStatus.RUNNING and not unfinished:
         failed = (
@@ -247,7 +274,100 @@ def job_chunk_finish(*, chunk_id: int, status: str, error: str = "") -> JobChunk
         transaction.on_commit(
             lambda: metrics.job_runs_total.labels(job=run.job, outcome=outcome).inc()
         )
-    return JobChunk.objects.get(pk=chunk_id)
+
+
+# --- the sweeper ---------------------------------------------------------------------------
+# A chunk is stalled when it is unfinished and nobody has claimed it, nor sent it again, for
+# JOBS_CHUNK_STALL_MINUTES: its message was lost (a broker restarted without persistence, the
+# dispatcher died between recording the run and sending it, a retry's delayed message never
+# came back) or its worker vanished without the broker delivering it again. The bound is
+# longer than a chunk task's hard time limit, so a chunk that is really running is never
+# taken for stalled. Chunks are idempotent, so sending one again is always safe; the sweeper
+# only has to make sure that two sweepers side by side do not both send it.
+
+# A stalled chunk that was still pending never reached a worker: that lost message counts
+# as one of its attempts (a claim counts the others), so a chunk whose messages keep getting
+# lost is given up too. The rows are claimed with SKIP LOCKED: a second sweeper skips the
+# chunks the first is resending, and once the first commits they are no longer stalled.
+_STALLED = """
+    SELECT c.id, c.attempts + (c.status = 'pending')::int AS attempts
+    FROM analytics_jobchunk c
+    JOIN analytics_jobrun r ON r.id = c.run_id
+    WHERE r.status = 'running'
+      AND c.status IN ('pending', 'running', 'retrying')
+      AND COALESCE(c.started_at, r.started_at) < %(stalled_before)s
+"""
+STALLED_RESEND_SQL = f"""
+WITH stalled AS (
+    {_STALLED}
+      AND c.attempts + (c.status = 'pending')::int < %(max_attempts)s
+    ORDER BY c.id
+    FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE analytics_jobchunk c
+SET status = 'pending', started_at = %(now)s, attempts = stalled.attempts,
+    error = left(%(note)s || CASE WHEN c.error <> '' THEN ' (last error: ' || c.error || ')'
+                                  ELSE '' END, 2000)
+FROM stalled
+WHERE c.id = stalled.id
+RETURNING c.id
+"""
+_STALLED_SPENT_SQL = f"""
+{_STALLED}
+  AND c.attempts + (c.status = 'pending')::int >= %(max_attempts)s
+ORDER BY c.id
+"""
+
+
+@dataclass
+class ChunkSweep:
+    """What one sweep did: chunks to send again (marked pending, not sent yet) and chunks
+    given up as failed."""
+
+    resend: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def job_chunks_sweep(
+    *,
+    now: datetime | None = None,
+    stall_minutes: int | None = None,
+    max_attempts: int | None = None,
+) -> ChunkSweep:
+    """Find the stalled chunks of running runs: mark those with attempts left pending again
+    (the caller sends them, after this commits) and finish the others as failed, settling
+    their run when they were its last.
+
+    A chunk is stalled after `stall_minutes` (default JOBS_CHUNK_STALL_MINUTES) without being
+    claimed or sent; it has `max_attempts` (default JOBS_CHUNK_MAX_RETRIES + 1) in all.
+    """
+    now = now or timezone.now()
+    stall_minutes = stall_minutes or settings.JOBS_CHUNK_STALL_MINUTES
+    max_attempts = max_attempts or settings.JOBS_CHUNK_MAX_RETRIES + 1
+    params = {
+        "now": now,
+        "stalled_before": now - timedelta(minutes=stall_minutes),
+        "max_attempts": max_attempts,
+        "note": f"sent again at {now:%Y-%m-%d %H:%M}Z: no progress for {stall_minutes} min",
+    }
+    sweep = ChunkSweep()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(STALLED_RESEND_SQL, params)
+        sweep.resend = sorted(row[0] for row in cursor.fetchall())
+    with connection.cursor() as cursor:
+        cursor.execute(_STALLED_SPENT_SQL, params)
+        spent = cursor.fetchall()
+    for chunk_id, attempts in spent:
+        if _chunk_finish(
+            chunk_id=chunk_id,
+            status=JobChunkStatus.FAILED,
+            error=f"gave up: no progress for {stall_minutes} min after {attempts} attempts",
+            untouched_since=params["stalled_before"],
+        ):
+            sweep.failed.append(chunk_id)
+    if sweep.resend or sweep.failed:
+        logger.warning("Stalled job chunks: %s sent again, %s given up", sweep.resend, sweep.failed)
+    return sweep
 
 
 def job_run_report(run: JobRun) -> JobReport:

@@ -36,6 +36,11 @@ class LockId(IntEnum):
     # Class, key = a stable number of the job's name (`job_runs.job_lock_key`), tried: one
     # dispatcher per fanned-out job at a time; different jobs never wait for each other.
     JOB_DISPATCH = 7006
+    # Waiting, transaction-scoped: one change at a time to the month partitions of
+    # analytics_costrecord (create, move rows out of DEFAULT, detach).
+    PARTITIONS = 7007
+    # Leader lock: one raw-record retention run at a time.
+    RETENTION = 7008
     # Class, key = tenant id, waiting: one tenant's detection run (rules, anomalies,
     # incidents), dry runs included.
     DETECTION = 7010

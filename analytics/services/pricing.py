@@ -180,7 +180,7 @@ updated AS (
 old AS (
     SELECT u.new_cents, o.cost_cents AS old_cents
     FROM updated u
-    JOIN analytics_costrecord o ON o.id = u.id
+    JOIN analytics_costrecord o ON o.id = u.id AND o.created_at = u.created_at
 ),
 {_PERIODS_OF.format(source="updated", lock="FOR UPDATE OF c")},
 stale AS (

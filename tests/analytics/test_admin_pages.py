@@ -208,3 +208,25 @@ def test_incident_page_links_its_days_and_root_causes_to_their_records(admin_cli
     )
     assert f'href="{escape(day)}" class="day-link"' in html
     assert admin_client.get(window).context["cl"].result_count == 2
+
+
+def test_cost_record_search_finds_a_record_by_its_idempotency_key(admin_client):
+    # given two tenants' records, one of them stored under the key searched for
+    first, second = TenantFactory(), TenantFactory()
+    wanted = CostRecordFactory(
+        tenant=first, idempotency_key="order-42", created_at=utc(2026, 3, 10, 9), model="m-wanted"
+    )
+    CostRecordFactory(
+        tenant=second, idempotency_key="order-43", created_at=utc(2026, 4, 2), model="m-other"
+    )
+    url = reverse("admin:analytics_costrecord_changelist")
+
+    # when the operator searches for the key, across tenants and within the owner's
+    everywhere = admin_client.get(url, {"q": "order-42"})
+    in_tenant = admin_client.get(url, {"q": "order-42", "tenant__id__exact": first.pk})
+    elsewhere = admin_client.get(url, {"q": "order-42", "tenant__id__exact": second.pk})
+
+    # then the record under that key is listed, and only where it lives
+    assert list(everywhere.context["cl"].result_list) == [wanted]
+    assert list(in_tenant.context["cl"].result_list) == [wanted]
+    assert list(elsewhere.context["cl"].result_list) == []
