@@ -1,7 +1,8 @@
 """Budget reservations against a live server: overshoot under contention, then throughput.
 
-Starts gunicorn exactly as bench/simulate.py does (config/gunicorn.conf.py against
-DATABASE_URL; the helpers are that script's) and runs two parts.
+Starts the web server exactly as bench/simulate.py does (config/webserver.py, the server
+`make run` starts: granian unless --server or $WEB_SERVER says gunicorn; the helpers are that
+script's) and runs two parts.
 
 1. Overshoot. Each of --overshoot-rounds rounds creates a fresh hard daily feature budget
    (limit 100 cents, some of it already spent by cost records), then fires
@@ -11,14 +12,15 @@ DATABASE_URL; the helpers are that script's) and runs two parts.
    reservations plus the spend ever went past the limit, by the sum of what was allowed
    and by every reading of the watcher. For hard budgets it must be 0.
 
-2. Throughput. --clients keep-alive connections loop over reserve + release against a tenant
-   with a hard tenant, feature and user budget (all three are locked and read on every
-   reserve) and --records cost records this month, so the spend query does real work.
-   Reported: reserve requests/s, p50/p99 of reserve, errors, and the gunicorn CPU per
-   reserve. Reference, measured in the same run and alternated with the HTTP load: the same
-   reserve + release pairs through the services in this process (one core, one
-   connection). The ratio says how much of the service's own speed survives HTTP,
-   authentication, validation and 16-way contention on the same budget rows.
+2. Throughput. --clients keep-alive connections (bench/simulate.py's raw-socket client)
+   loop over reserve + release against a tenant with a hard tenant, feature and user budget
+   (all three are locked and read on every reserve) and --records cost records this month,
+   so the spend query does real work. Reported: requests/s (reserves and releases), p50/p99
+   of each, errors, and the server's and PostgreSQL's CPU per request. Reference, measured
+   in the same run and alternated with the HTTP load: the same reserve + release pairs
+   through the services in this process (one core, one connection). The ratio (HTTP
+   reserves/s to in-process pairs/s) says how much of the service's own speed survives
+   HTTP, authentication, validation and 16-way contention on the same budget rows.
 
     .venv/bin/python bench/reserve.py            # 40 overshoot rounds; 4 x 6 s of load
     .venv/bin/python bench/reserve.py --quick    # a smoke run
@@ -124,6 +126,14 @@ def prepare_database(records: int) -> tuple[str, int, int]:
         ).exists():
             snapshot_compute(tenant=tenant, snapshot_type="hourly", period_start=hour)
         hour += timedelta(hours=1)
+    # Fresh statistics, as autovacuum leaves them on a live database: with none on the
+    # month's partition the planner probes the records of a held reservation through an
+    # index on the tenant alone, every record of the month per open reservation.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE analytics_costrecord")
+        cursor.execute("ANALYZE analytics_budgetreservation")
     return raw_key, api_key.pk, tenant.pk
 
 
@@ -253,13 +263,12 @@ def overshoot_round(args, port, raw_key, tenant_id, number, rng) -> dict:
 
 
 def _load_process(port, raw_key, threads, start_at, stop_at, queue):
-    """Reserve + release in a loop on keep-alive connections; put reserve latencies."""
-    headers = {"Authorization": f"Api-Key {raw_key}", "Content-Type": "application/json"}
+    """Reserve + release in a loop on keep-alive connections; put both latencies."""
     results, lock = [], threading.Lock()
 
     def worker(offset):
-        latencies, errors = [], 0
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        reserves, releases, errors = [], [], 0
+        conn = sim._Connection(port)
         number = 0
         while time.time() < start_at:
             time.sleep(0.001)
@@ -270,36 +279,41 @@ def _load_process(port, raw_key, threads, start_at, stop_at, queue):
                     "amount_cents": 25,
                     "feature_tag": "bench-load",
                     "user_id": "bench-user",
-                    "request_id": f"load-{os.getpid()}-{offset}-{number}",
+                    "request_id": f"load-{os.getpid()}-{offset}-{number}-{start_at}",
                     "ttl_seconds": 60,
                 }
-            )
+            ).encode()
             began = time.perf_counter()
             try:
-                conn.request("POST", RESERVE, body=body, headers=headers)
-                response = conn.getresponse()
-                payload = json.loads(response.read())
-                latencies.append(time.perf_counter() - began)
-                if response.status != 201:
+                code, answer = conn.exchange(sim._request_bytes(RESERVE, raw_key, body))
+                reserved = time.perf_counter()
+                reserves.append(reserved - began)
+                if code != 201:
                     errors += 1
                     continue
-                conn.request("POST", RELEASE.format(id=payload["reservation_id"]), headers=headers)
-                response = conn.getresponse()
-                response.read()
-                errors += response.status != 200
-            except (OSError, http.client.HTTPException, ValueError):
+                path = RELEASE.format(id=json.loads(answer)["reservation_id"])
+                code, _ = conn.exchange(sim._request_bytes(path, raw_key, b""))
+                releases.append(time.perf_counter() - reserved)
+                errors += code != 200
+            except (OSError, ValueError, KeyError):
                 conn.close()
                 errors += 1
         conn.close()
         with lock:
-            results.append((latencies, errors))
+            results.append((reserves, releases, errors))
 
     pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
-    queue.put(([v for r in results for v in r[0]], sum(r[1] for r in results)))
+    queue.put(
+        (
+            [v for r in results for v in r[0]],
+            [v for r in results for v in r[1]],
+            sum(r[2] for r in results),
+        )
+    )
 
 
 def drive(args, port, raw_key, seconds) -> dict:
@@ -321,8 +335,22 @@ def drive(args, port, raw_key, seconds) -> dict:
         child.join()
     return {
         "latencies": [v for c in collected for v in c[0]],
-        "errors": sum(c[1] for c in collected),
+        "releases": [v for c in collected for v in c[1]],
+        "errors": sum(c[2] for c in collected),
     }
+
+
+def _cpu_by_process(processes) -> dict[int, float]:
+    import psutil
+
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
 
 
 def reference_rate(tenant_id: int, seconds: float) -> float:
@@ -342,7 +370,7 @@ def reference_rate(tenant_id: int, seconds: float) -> float:
             user_id="bench-user",
             request_id=f"ref-{done}",
         )
-        reservation_release(reservation=outcome.reservation)
+        reservation_release(tenant=tenant, reservation_id=outcome.reservation.pk)
         done += 1
     return done / (time.perf_counter() - started)
 
@@ -364,8 +392,12 @@ def main() -> None:
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--show-server-log", action="store_true")
     # Passed through to bench/simulate.py's server start, which reads them.
-    parser.add_argument("--server", default="gunicorn", help="HTTP server, as bench/simulate.py")
-    parser.add_argument("--runtime-threads", default=1, type=int)
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("WEB_SERVER") or "granian",
+        choices=["granian", "gunicorn"],
+        help="web server (default: $WEB_SERVER or granian, as make run)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     args = parser.parse_args()
     if args.quick:
@@ -383,10 +415,7 @@ def main() -> None:
     server = sim.start_server(args, env)
     rng = random.Random(13)
     try:
-        try:
-            workers = sim.describe_workers(env)
-        except TypeError:  # bench/simulate.py also describes other servers
-            workers = sim.describe_workers(env, args.server)
+        workers = sim.describe_workers(env, args.server)
         print(
             f"{args.server}: {workers}; {args.clients} clients in "
             f"{args.client_processes} processes; {args.records:,} records this month"
@@ -412,15 +441,25 @@ def main() -> None:
         drive(args, port, raw_key, args.warmup)
         for number in range(1, args.rounds + 1):
             reference = reference_rate(tenant_id, args.reference_seconds)
+            # Read each round: the server's connections are replaced after CONN_MAX_AGE.
+            backends = sim.database_backends()
             cpu_before = sim.server_cpu_seconds(server)
+            db_before = _cpu_by_process(backends)
             result = drive(args, port, raw_key, args.duration)
             result["server_cpu"] = sim.server_cpu_seconds(server) - cpu_before
+            db_after = _cpu_by_process(backends)
+            # Backends that exited in between (a closed connection) are left out.
+            result["db_cpu"] = sum(
+                db_after[pid] - db_before[pid] for pid in db_after.keys() & db_before.keys()
+            )
             result["reference"] = reference
             sim_rounds.append(result)
             rate = len(result["latencies"]) / args.duration
+            requests = (len(result["latencies"]) + len(result["releases"])) / args.duration
             print(
-                f"  round {number}: {rate:,.0f} reserves/s (+ as many releases), reference "
-                f"{reference:,.0f} pairs/s, ratio {rate / reference:.3f}"
+                f"  round {number}: {requests:,.0f} requests/s ({rate:,.0f} reserves/s + "
+                f"releases), reference {reference:,.0f} pairs/s, ratio {rate / reference:.3f}, "
+                f"errors {result['errors']}"
             )
     finally:
         sim.stop_server(server)
@@ -428,18 +467,29 @@ def main() -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
     latencies = sorted(v for r in sim_rounds for v in r["latencies"])
-    rate = len(latencies) / (args.duration * len(sim_rounds))
+    releases = sorted(v for r in sim_rounds for v in r["releases"])
+    seconds = args.duration * len(sim_rounds)
+    rate = len(latencies) / seconds
+    requests = len(latencies) + len(releases)
     reference = sum(r["reference"] for r in sim_rounds) / len(sim_rounds)
     load_errors = sum(r["errors"] for r in sim_rounds)
-    # Each reserve is followed by a release on the same connection: two requests.
-    cpu_ms = 1000 * sum(r["server_cpu"] for r in sim_rounds) / max(2 * len(latencies), 1)
+    cpu_ms = 1000 * sum(r["server_cpu"] for r in sim_rounds) / max(requests, 1)
+    db_ms = 1000 * sum(r["db_cpu"] for r in sim_rounds) / max(requests, 1)
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(
-        f"throughput: {rate:,.0f} reserves/s ({2 * rate:,.0f} requests/s with the releases)"
-        f"   reserve p50 {1000 * sim.percentile(latencies, 0.5):.1f} ms"
-        f"   p99 {1000 * sim.percentile(latencies, 0.99):.1f} ms   errors {load_errors}"
+        f"throughput: {requests / seconds:,.0f} requests/s ({rate:,.0f} reserves/s and as many "
+        f"releases)   errors {load_errors}"
     )
-    print(f"gunicorn CPU per request: {cpu_ms:.2f} ms")
+    print(
+        f"reserve p50 {1000 * sim.percentile(latencies, 0.5):.1f} ms"
+        f"   p99 {1000 * sim.percentile(latencies, 0.99):.1f} ms;"
+        f"   release p50 {1000 * sim.percentile(releases, 0.5):.1f} ms"
+        f"   p99 {1000 * sim.percentile(releases, 0.99):.1f} ms"
+    )
+    print(
+        f"CPU per request: {args.server} {cpu_ms:.2f} ms"
+        + (f", PostgreSQL {db_ms:.2f} ms" if backends else ", PostgreSQL not readable")
+    )
     print(f"reference (services in-process, reserve + release): {reference:,.0f} pairs/s")
     print(f"RATIO HTTP reserves/s : in-process pairs/s = {rate / reference:.3f}")
 

@@ -120,6 +120,10 @@ class RefusalSerializer(serializers.Serializer):
 class ReserveResultSerializer(serializers.Serializer):
     allowed = serializers.BooleanField()
     reservation_id = serializers.IntegerField(allow_null=True)
+    replayed = serializers.BooleanField(
+        help_text="True when the call (request_id, else run_id) already held this open "
+        "reservation: a retry, answered again and held once."
+    )
     amount_cents = serializers.IntegerField()
     expires_at = AwareDateTimeField(allow_null=True)
     budgets = BudgetCheckSerializer(many=True, help_text="Every budget period that applies.")

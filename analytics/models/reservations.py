@@ -65,6 +65,19 @@ class BudgetReservation(models.Model):
                 | (~Q(status="open") & Q(closed_at__isnull=False)),
                 name="reservation_closed_iff_not_open",
             ),
+            # One open reservation per call: a retried reserve finds the one it made (and
+            # two concurrent retries cannot both insert). A call is its request_id, or its
+            # run_id when it has no request_id; the calls of one run share the run_id.
+            models.UniqueConstraint(
+                fields=["tenant", "request_id"],
+                condition=Q(status="open", request_id__isnull=False),
+                name="reservation_open_request",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "run_id"],
+                condition=Q(status="open", request_id__isnull=True),
+                name="reservation_open_run",
+            ),
         ]
         indexes = [
             # the reserve check, budget status and the expiry job: a tenant's open ones

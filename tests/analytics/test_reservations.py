@@ -1,5 +1,6 @@
 """Budget reservations: the check, settlement, release, expiry, calendar resets, the API."""
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -193,8 +194,8 @@ def test_release_hands_the_budget_back_and_releasing_twice_is_harmless(tenant, f
     assert not reserve(tenant, 1, request_id="b").allowed
 
     # when
-    reservation_release(reservation=held)
-    reservation_release(reservation=held)
+    reservation_release(tenant=tenant, reservation_id=held.pk)
+    reservation_release(tenant=tenant, reservation_id=held.pk)
 
     # then
     held.refresh_from_db()
@@ -207,7 +208,7 @@ def test_releasing_a_reservation_whose_records_arrived_settles_it(tenant, frozen
     held = reserve(tenant, 10, request_id="done").reservation
     spend(tenant, 7, NOW, request_id="done")
 
-    reservation_release(reservation=held)
+    reservation_release(tenant=tenant, reservation_id=held.pk)
 
     held.refresh_from_db()
     assert held.status == Status.SETTLED
@@ -372,18 +373,33 @@ def test_reserve_check_status_and_detection_agree_on_spend(tenant, frozen):
     assert budget_status(budget=whole, at=NOW)["monthly"]["spend_cents"] == Decimal("7.75")
 
 
-def test_the_reserve_check_sends_three_statements_whatever_the_budgets(tenant, frozen):
+def test_the_reserve_check_is_one_round_trip_whatever_the_budgets(tenant, frozen):
     # given the three scopes budgeted
     hard_daily(tenant, 1000)
     hard_daily(tenant, 1000, budget_type=BudgetType.FEATURE, entity_id="search")
     hard_daily(tenant, 1000, budget_type=BudgetType.USER, entity_id="u-1")
 
-    # then: lock, read, insert, inside one transaction (savepoint statements aside)
+    # when
     with CaptureQueriesContext(connection) as captured:
-        reserve(tenant, 10, feature_tag="search", user_id="u-1")
+        outcome = reserve(tenant, 10, feature_tag="search", user_id="u-1")
+
+    # then lock, read and insert went as one batch (savepoint statements aside), the lock
+    # first, each statement prepared once per session
     statements = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == 3
-    assert "FOR NO KEY UPDATE" in statements[0]
+    assert len(statements) == 1
+    executed = re.findall(r"EXECUTE (\w+)", statements[0])
+    assert executed == [
+        "costwise_reserve_lock",
+        "costwise_reserve_close_request",
+        "costwise_reserve_request",
+    ]
+    assert outcome.allowed and len(outcome.checks) == 3
+
+    # and a second reserve on the same connection only executes them
+    with CaptureQueriesContext(connection) as captured:
+        reserve(tenant, 10, request_id="second", feature_tag="search", user_id="u-1")
+    (batch,) = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert "PREPARE" not in batch and batch.count("EXECUTE") == 3
 
 
 # --- API ---------------------------------------------------------------------------------------
@@ -677,7 +693,8 @@ def test_the_admin_lists_the_reservations_holding_budget_now(client, staff_user,
     reserve(tenant, 1234, request_id="holding")
     reserve(tenant, 10, request_id="settled-one")
     spend(tenant, 3, NOW - timedelta(seconds=1), request_id="settled-one")
-    reservation_release(reservation=reserve(tenant, 10, request_id="released-one").reservation)
+    released = reserve(tenant, 10, request_id="released-one").reservation
+    reservation_release(tenant=tenant, reservation_id=released.pk)
     client.force_login(staff_user)
 
     # when
@@ -690,3 +707,36 @@ def test_the_admin_lists_the_reservations_holding_budget_now(client, staff_user,
     assert b"settled-one" not in open_now.content
     assert b"released-one" not in open_now.content
     assert b"settled-one" in everything.content
+
+
+def test_the_hand_built_answers_render_as_their_serializers_do(tenant, frozen):
+    # given a refused reserve, an allowed one with spend in cents and fractions, a release
+    from analytics.api.renderers import MoneyJSONRenderer
+    from analytics.api.reservation_serializers import (
+        ReservationSerializer,
+        ReserveResultSerializer,
+    )
+    from analytics.api.reservations import reservation_result, reserve_result
+    from analytics.services.reservations import ReleasedReservation
+
+    BudgetFactory(tenant=tenant, daily_limit_cents=100, monthly_limit_cents=900)
+    hard_daily(tenant, 50, budget_type=BudgetType.USER, entity_id="u-1")
+    spend(tenant, "12.345678", NOW - timedelta(hours=1), user_id="u-1")
+    outcomes = [
+        reserve(tenant, 45, request_id="a", user_id="u-1"),
+        reserve(tenant, 30, request_id="b", user_id="u-1"),
+        reserve(tenant, 30, request_id="b", user_id="u-1"),
+    ]
+    released = reservation_release(tenant=tenant, reservation_id=outcomes[1].reservation.pk)
+    render = MoneyJSONRenderer().render
+
+    # then each answer renders to the same bytes as its serializer's
+    for outcome in outcomes:
+        body = reserve_result(outcome)
+        expires_at = outcome.reservation and outcome.reservation.expires_at
+        assert render(body) == render(
+            ReserveResultSerializer({**body, "expires_at": expires_at}).data
+        )
+    assert isinstance(released, ReleasedReservation)
+    assert render(reservation_result(released)) == render(ReservationSerializer(released).data)
+    assert [o.allowed for o in outcomes] == [False, True, True]

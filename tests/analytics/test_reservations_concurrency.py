@@ -170,3 +170,150 @@ def test_fifty_concurrent_reservations_from_four_processes_allow_exactly_ten(liv
     assert daily["spend_cents"] == sum(client_costs.values())
     assert daily["reserved_cents"] == 0
     assert daily["available_cents"] == LIMIT_CENTS - sum(client_costs.values())
+
+
+def _other_connection():
+    """A psycopg connection of its own to the test database, outside Django's."""
+    import psycopg
+
+    settings = connection.settings_dict
+    return psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+        autocommit=False,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_committed_while_waiting_for_the_lock_is_counted(tenant):
+    # given a hard 100-cent day, whose row another session locks before reserving 60 cents
+    from analytics.services.reservations import budget_reserve
+
+    budget = BudgetFactory(tenant=tenant, daily_limit_cents=100, hard_limit_enabled=True)
+    locked = threading.Event()
+
+    def other_session():
+        with _other_connection() as other:
+            other.execute("SELECT id FROM analytics_budget WHERE id = %s FOR UPDATE", [budget.pk])
+            locked.set()
+            time.sleep(0.5)  # the reserve below is waiting for the lock by now
+            other.execute(
+                "INSERT INTO analytics_budgetreservation (tenant_id, amount_cents, source, "
+                "request_id, status, created_at, expires_at) VALUES "
+                "(%s, 60, 'amount', 'other', 'open', now(), now() + interval '10 minutes')",
+                [tenant.pk],
+            )
+            other.commit()
+
+    holder = threading.Thread(target=other_session)
+    holder.start()
+    assert locked.wait(10)
+
+    # when a reservation of 50 cents arrives while the row is locked
+    began = time.monotonic()
+    outcome = budget_reserve(tenant=tenant, amount_cents=50, ttl_seconds=600, request_id="mine")
+    waited = time.monotonic() - began
+    holder.join()
+
+    # then it waited for the lock and counted the 60 cents committed meanwhile
+    assert waited >= 0.3
+    assert not outcome.allowed
+    assert outcome.checks[0].reserved_cents == 60
+    assert BudgetReservation.objects.filter(request_id="mine").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("budgeted", [True, False], ids=["budget-locked", "no-budget"])
+def test_concurrent_retries_of_one_call_hold_one_reservation(tenant, budgeted):
+    # given (or not) a budget whose lock serialises them
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    from analytics.services.reservations import budget_reserve
+
+    if budgeted:
+        BudgetFactory(tenant=tenant, daily_limit_cents=1000, hard_limit_enabled=True)
+    start = threading.Barrier(8)
+
+    def retry(_):
+        try:
+            start.wait()
+            outcome = budget_reserve(
+                tenant=tenant, amount_cents=40, ttl_seconds=600, request_id="same-call"
+            )
+            return outcome.reservation.pk, outcome.replayed
+        finally:
+            connections.close_all()
+
+    # when 8 retries of the same call arrive at once, each on its own connection
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(retry, range(8)))
+
+    # then one reservation was made, and every answer is that one
+    assert len({pk for pk, _ in answers}) == 1
+    assert sorted(replayed for _, replayed in answers) == [False] + [True] * 7
+    assert BudgetReservation.objects.filter(request_id="same-call").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_reserve_outside_a_transaction_commits_asynchronously_unless_told_not_to(
+    tenant, settings, durable
+):
+    # given
+    from django.test.utils import CaptureQueriesContext
+
+    from analytics.services.reservations import budget_reserve
+
+    settings.BUDGET_RESERVE_SYNCHRONOUS_COMMIT = durable
+
+    # when
+    with CaptureQueriesContext(connection) as captured:
+        outcome = budget_reserve(tenant=tenant, amount_cents=1, ttl_seconds=60, request_id="r")
+
+    # then one batch, which turns the flush wait off only when allowed to; committed either way
+    (batch,) = [query["sql"] for query in captured.captured_queries]
+    assert ("SET LOCAL synchronous_commit = off" in batch) is not durable
+    assert not connection.in_atomic_block
+    assert BudgetReservation.objects.get(pk=outcome.reservation.pk).status == "open"
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # SET LOCAL ended with the batch's transaction
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_statements_survive_a_failed_batch_and_a_new_connection(tenant):
+    # given a reserve that fails in the database (its tenant does not exist)
+    from django.db.utils import IntegrityError
+    from django.test.utils import CaptureQueriesContext
+
+    from analytics.models import Tenant
+    from analytics.services.reservations import budget_reserve
+
+    def reserve(who, request_id):
+        return budget_reserve(tenant=who, amount_cents=1, ttl_seconds=60, request_id=request_id)
+
+    reserve(tenant, "warm")  # prepares the statements in this session
+    with pytest.raises(IntegrityError):
+        reserve(Tenant(pk=tenant.pk + 10_000, slug="gone"), "fails")
+
+    # when the same connection reserves again
+    with CaptureQueriesContext(connection) as captured:
+        after_failure = reserve(tenant, "after-failure")
+
+    # then the session was asked what it has prepared, and nothing was prepared twice
+    sent = [query["sql"] for query in captured.captured_queries]
+    assert "pg_prepared_statements" in sent[0]
+    assert "PREPARE" not in sent[-1] and after_failure.allowed
+
+    # and on a new connection (a new session) the statements are prepared again
+    connection.close()
+    with CaptureQueriesContext(connection) as captured:
+        fresh = reserve(tenant, "fresh-session")
+    assert "PREPARE costwise_reserve_lock" in captured.captured_queries[-1]["sql"]
+    assert fresh.allowed
+    assert BudgetReservation.objects.filter(tenant=tenant).count() == 3
