@@ -799,6 +799,12 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="6 tenants: a smoke run")
     parser.add_argument("--verbose", action="store_true", help="list misses and false alarms")
     parser.add_argument("--keep", action="store_true", help="keep the scratch rows")
+    parser.add_argument(
+        "--end",
+        type=date.fromisoformat,
+        help="last generated day, YYYY-MM-DD (yesterday): weekdays fall on other days of the "
+        "series with another end, so a seed's figures are only comparable at the same end",
+    )
     args = parser.parse_args()
     if args.quick:
         args.tenants = 6
@@ -812,7 +818,7 @@ def main() -> None:
     began = time.perf_counter()
     args = parse_args()
     setup_django()
-    end = datetime.now(UTC).date() - timedelta(days=1)
+    end = args.end or datetime.now(UTC).date() - timedelta(days=1)
     records, labels = generate(
         seed=args.seed, tenants=args.tenants, days=args.days, end=end, replay_from=args.replay_from
     )

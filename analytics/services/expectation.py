@@ -277,6 +277,23 @@ ROOT_CAUSE_MIN_SHARE = 0.05
 DIMENSION_PREFERENCE = {"feature": 1.0, "user": 0.95, "model": 0.9}
 
 
+# An entity's recent level is read from the days just before a window: the drift rule's
+# three days, so an entity whose spend has already been running above its model for that
+# long (an ongoing drift the fitted level still lags) is measured against where it is now.
+RECENT_LEVEL_DAYS = 3
+
+
+def recent_level_factor(*, actual: Sequence[float], expected: Sequence[float]) -> float:
+    """How far above its expectation an entity has been running lately, at least 1.
+
+    The median of the days' actual / expected ratios: one unusual day among them (a spike
+    two days earlier) does not lift it, a level that moved for all of them does. A day with
+    nothing expected says nothing and is left out.
+    """
+    ratios = [a / e for a, e in zip(actual, expected, strict=True) if e > 0]
+    return max(statistics.median(ratios), 1.0) if ratios else 1.0
+
+
 @dataclass(frozen=True)
 class EntityChange:
     entity_type: str

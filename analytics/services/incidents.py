@@ -16,7 +16,7 @@ incident's window, kind, scope, numbers and root causes are then recomputed from
 expectation, so running a day twice leaves the same incident.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -100,6 +100,12 @@ class Verdict:
     reason: str
     judgement: WindowJudgement | None = None
     suppressed_by: int | None = None  # the false-alarm incident that silenced it
+    cause: Scope | None = None  # a material tenant-level change: the entity that explains it
+    # The main causes of the incidents it touches, measured against their recent level, and
+    # the entity that then explains it (when one carries a main share): the cause of a new
+    # increase on top of an ongoing change.
+    ongoing: tuple[Scope, ...] = ()
+    new_cause: Scope | None = None
 
     @property
     def family(self) -> tuple:
@@ -248,9 +254,8 @@ def _touches(incident: Incident, verdict: Verdict) -> bool:
 MAIN_CAUSE_SHARE = 0.25
 
 
-def _cause_scopes(incidents: Sequence[Incident]) -> dict[int, set[Scope]]:
-    """Per incident, the scopes it already speaks for: its own, its main root causes, its
-    members."""
+def _main_causes(incidents: Sequence[Incident]) -> dict[int, set[Scope]]:
+    """Per incident, the scopes that explain its change: its own and its main root causes."""
     return {
         incident.pk: {(incident.entity_type, incident.entity_id)}
         | {
@@ -258,15 +263,19 @@ def _cause_scopes(incidents: Sequence[Incident]) -> dict[int, set[Scope]]:
             for c in incident.root_causes
             if c["share"] >= MAIN_CAUSE_SHARE
         }
-        | getattr(incident, "member_scopes", set())
         for incident in incidents
     }
+
+
+def _overlaps(incident: Incident, verdict: Verdict) -> bool:
+    return verdict.start <= incident.last_seen_on and verdict.end >= incident.started_on
 
 
 def _incident_for(
     verdict: Verdict,
     nearby: Sequence[Incident],
     causes: dict[int, set[Scope]],
+    members: dict[int, set[Scope]],
     opened: Sequence[Incident],
     context: DetectionContext,
 ) -> Incident | None:
@@ -274,11 +283,13 @@ def _incident_for(
 
     An anomaly that already belongs to one stays there. Otherwise, among the incidents of its
     family whose window it overlaps or touches, it joins, in this order of preference: one
-    that already speaks for its cause (an entity as a member or root cause; a tenant-level
-    change through its main root cause), one this run opened, and, for an entity, one about
-    the whole tenant (a tenant-level change and the entities that explain it are one
-    incident). A material change beside an unrelated incident (a runaway user during a
-    drift) is an incident of its own.
+    that already speaks for its cause (an entity as a member or main root cause; a material
+    tenant-level change through the incident's scope or main root causes), one this run
+    opened, and, for an entity, one about the whole tenant (a tenant-level change and the
+    entities that explain it are one incident). Incidents whose window overlaps the
+    anomaly's are tried before those it only touches, so a change on a day belongs to that
+    day's incident rather than to yesterday's. A material change beside an unrelated
+    incident (a runaway user during a drift) is an incident of its own.
     """
     for incident in nearby:
         if incident.pk == verdict.anomaly.incident_id:
@@ -292,25 +303,61 @@ def _incident_for(
         return touching[0] if touching else None
     cause = verdict.scope
     if cause == TENANT and verdict.material:
-        cause = _main_cause(verdict, context) or TENANT
+        ongoing = set().union(*(causes.get(incident.pk, ()) for incident in touching))
+        verdict.ongoing = tuple(sorted(ongoing - {TENANT}, key=str))
+        verdict.cause, verdict.new_cause = _main_causes_of(verdict, context)
+        cause = verdict.cause or TENANT
+
+    def speaks_for(incident: Incident) -> bool:
+        if cause == TENANT:
+            return True
+        main = causes.get(incident.pk, ())
+        if verdict.scope != TENANT:
+            # An entity that moved with an incident's change (a member) is that change again.
+            return cause in main or cause in members.get(incident.pk, ())
+        # A tenant-level change is the incident's change when the incident's main causes
+        # explain it, unless something else is what rose against its recent level.
+        return cause in main and (verdict.new_cause is None or verdict.new_cause in main)
+
     opened_now = {incident.pk for incident in opened}
     preferences = (
-        lambda incident: cause == TENANT or cause in causes.get(incident.pk, ()),
+        speaks_for,
         lambda incident: incident.pk in opened_now,
         lambda incident: verdict.scope != TENANT and incident.entity_type == EntityType.TENANT,
     )
-    for prefers in preferences:
-        for incident in touching:
-            if prefers(incident):
-                return incident
+    overlapping = [incident for incident in touching if _overlaps(incident, verdict)]
+    adjacent = [incident for incident in touching if not _overlaps(incident, verdict)]
+    for candidates in (overlapping, adjacent):
+        for prefers in preferences:
+            for incident in candidates:
+                if prefers(incident):
+                    return incident
     return None
 
 
-def _main_cause(verdict: Verdict, context: DetectionContext) -> Scope | None:
-    """The entity that explains a tenant-level change best, over the change's own days."""
+def _main_causes_of(
+    verdict: Verdict, context: DetectionContext
+) -> tuple[Scope | None, Scope | None]:
+    """The entity that explains a tenant-level change best over the change's own days, and
+    the one that does once every entity is measured against its recent level (asked only
+    beside ongoing incidents, whose main causes are `verdict.ongoing`).
+
+    The second is given only when it carries a main share of the increase. The cause of an
+    ongoing change that is still running high (a drift its fitted level lags) did not cause
+    a new increase on top of it; the entity that rose against its own recent level did.
+    """
     increase = verdict.judgement.impact if verdict.judgement else None
     ranked = _root_causes(None, verdict.start, verdict.end, increase, context)
-    return (ranked[0]["entity_type"], ranked[0]["entity_id"]) if ranked else None
+    cause = (ranked[0]["entity_type"], ranked[0]["entity_id"]) if ranked else None
+    if increase is None or not verdict.ongoing:
+        return cause, None
+    # Every entity against its recent level: one that moved with the ongoing change (a user
+    # of the drifting feature) is not a new cause either.
+    everyone = [scope for scope in context.series().values if scope[0] in DIMENSIONS]
+    recent = _root_causes(None, verdict.start, verdict.end, increase, context, ongoing=everyone)
+    if recent and recent[0]["share"] >= MAIN_CAUSE_SHARE:
+        return cause, (recent[0]["entity_type"], recent[0]["entity_id"])
+    return cause, None
 
 
 def _family_of(incident: Incident) -> tuple:
@@ -338,9 +385,10 @@ def incidents_record(
     touched: dict[int, Incident] = {}
     joined: dict[int, list[Anomaly]] = {}  # incident id -> anomalies that join it now
     now = timezone.now()
-    causes = _cause_scopes(nearby)
+    causes = _main_causes(nearby)
+    members = {incident.pk: set(incident.member_scopes) for incident in nearby}
     for verdict in verdicts:
-        target = _incident_for(verdict, nearby, causes, outcome.opened, context)
+        target = _incident_for(verdict, nearby, causes, members, outcome.opened, context)
         if target is None and verdict.material:
             if false_alarms is None:
                 # Any verdict of this run starts within the series the run read.
@@ -358,7 +406,9 @@ def incidents_record(
         if target is None:
             continue
         touched[target.pk] = target
-        causes.setdefault(target.pk, set()).add(verdict.scope)
+        members.setdefault(target.pk, set()).add(verdict.scope)
+        if verdict.cause is not None and target in outcome.opened:
+            causes.setdefault(target.pk, set()).add(verdict.new_cause or verdict.cause)
         if verdict.anomaly.incident_id != target.pk:
             verdict.anomaly.incident_id = target.pk
             joined.setdefault(target.pk, []).append(verdict.anomaly)
@@ -422,6 +472,11 @@ def _verdict_summary(verdict: Verdict) -> dict:
         "impact_cents": round(judgement.impact, 2) if judgement else None,
         "impact_pct": engine.finite_or_none(judgement.impact_pct or 0, 2) if judgement else None,
         "z_score": engine.finite_or_none(judgement.z_score, 2) if judgement else None,
+        **(
+            {"on_top_of": [list(scope) for scope in verdict.ongoing]}
+            if verdict.new_cause is not None
+            else {}
+        ),
     }
 
 
@@ -477,6 +532,11 @@ def _refresh_cost_change(
     first = incident.started_on
     last = context.complete_day(incident.last_seen_on, first)
     entities = {(a.entity_type, a.entity_id) for a in member_rows}
+    # Opened on top of an ongoing change: that change's causes are measured against their
+    # recent level, so what rose explains this incident, not what was already running high.
+    ongoing = {
+        tuple(scope) for scope in incident.metadata.get("opened_by", {}).get("on_top_of", ())
+    }
     if TENANT in entities:
         # The tenant changed: every user, feature and model competes to explain it.
         scope, causes = TENANT, None
@@ -484,9 +544,13 @@ def _refresh_cost_change(
         # Only entities changed: the one that explains its change best is the incident's
         # scope; every entity then competes for that scope's increase, so the users and
         # models that carry a feature's growth are listed (and join the incident) too.
-        members = _root_causes(sorted(entities, key=str), first, last, None, context)
+        members = _root_causes(
+            sorted(entities, key=str), first, last, None, context, ongoing=ongoing
+        )
         scope = (members[0]["entity_type"], members[0]["entity_id"]) if members else min(entities)
-        causes = members and _root_causes(None, first, last, members[0]["delta_cents"], context)
+        causes = members and _root_causes(
+            None, first, last, members[0]["delta_cents"], context, ongoing=ongoing
+        )
     incident.entity_type, incident.entity_id = scope
     judgement = context.judge(scope, first, last)
     tenant_judgement = judgement if scope == TENANT else context.judge(TENANT, first, last)
@@ -505,7 +569,7 @@ def _refresh_cost_change(
         min_impact_cents=min_cents,
     )
     if causes is None:
-        causes = _root_causes(None, first, last, judgement.impact, context)
+        causes = _root_causes(None, first, last, judgement.impact, context, ongoing=ongoing)
     incident.root_causes = causes
     incident.metadata = {
         **(
@@ -566,12 +630,16 @@ def _root_causes(
     last: date,
     increase: float | None,
     context: DetectionContext,
+    *,
+    ongoing: Collection[Scope] = (),
 ) -> list[dict]:
     """Entities ranked by the share of the increase they carry over the days first ... last.
 
     `candidates` None lets every user, feature and model of the tenant compete for the
     tenant's `increase`; otherwise only the given scopes compete, for the largest increase
-    among them when `increase` is None.
+    among them when `increase` is None. The expectation of an `ongoing` scope (a cause of
+    an ongoing change) is lifted to its recent level when it has been running above it
+    (`expectation.recent_level_factor`).
     """
     if increase is not None and increase <= 0:
         return []
@@ -587,10 +655,21 @@ def _root_causes(
         if actual <= 0 or actual < least:
             continue
         expected = sum(context.expected(scope, first, last, before=first))
+        if scope in ongoing:
+            expected *= _recent_level_factor(scope, first, context)
         changes.append(expectation.EntityChange(scope[0], scope[1], expected, actual))
     if increase is None:
         increase = max((change.delta for change in changes), default=0.0)
     return expectation.rank_root_causes(changes, total_increase=increase)
+
+
+def _recent_level_factor(scope: Scope, first: date, context: DetectionContext) -> float:
+    since = first - timedelta(days=expectation.RECENT_LEVEL_DAYS)
+    until = first - timedelta(days=1)
+    return expectation.recent_level_factor(
+        actual=context.series(since).between(scope, since, until),
+        expected=context.expected(scope, since, until, before=first),
+    )
 
 
 def _announce(outcome: IncidentOutcome) -> None:

@@ -207,6 +207,18 @@ def test_root_causes_rank_by_share_of_the_increase_not_by_spend():
     assert causes[2]["share"] == 0.5
 
 
+def test_the_recent_level_follows_a_moved_level_not_one_unusual_day():
+    # a drift: three days at 1.6, 1.5 and 1.7 times the model
+    assert expectation.recent_level_factor(
+        actual=[160, 150, 170], expected=[100, 100, 100]
+    ) == pytest.approx(1.6)
+    # one spike among ordinary days does not lift it, and running low never lowers it
+    assert expectation.recent_level_factor(actual=[100, 400, 98], expected=[100, 100, 100]) == 1
+    assert expectation.recent_level_factor(actual=[50, 60, 70], expected=[100, 100, 100]) == 1
+    # days with nothing expected say nothing
+    assert expectation.recent_level_factor(actual=[5, 0], expected=[0, 0]) == 1
+
+
 def test_no_increase_has_no_root_causes():
     changes = [EntityChange("feature", "a", expected=10, actual=20)]
 

@@ -232,6 +232,60 @@ def test_a_change_five_days_after_the_last_one_opens_a_second_incident(tenant):
     assert Incident.objects.filter(tenant=tenant).count() == 2
 
 
+def test_a_new_change_by_an_entity_that_only_moved_with_the_last_incident_opens_its_own(tenant):
+    # given chat doubled on X, search up 30 % with it, and search alone tripled the day after
+    spend_history(
+        tenant,
+        last=day_after(X),
+        changes={X: {"chat": 2, "search": 1.3}, day_after(X): {"search": 3}},
+    )
+    (first,) = detect(tenant, day_after(X))["incidents"]
+    first_causes = {c["entity_id"] for c in first.root_causes if c["share"] >= 0.25}
+    assert ("feature", "search") in scopes(first.anomalies.all())
+    assert "search" not in first_causes
+
+    # when detection runs the next day
+    result = detect(tenant, day_after(X, 2))
+
+    # then the search change is an incident of its own, explained by search, and the chat
+    # incident ends where it did
+    assert result["opened"] == 1
+    (second,) = [i for i in result["incidents"] if i.pk != first.pk]
+    assert (second.started_on, second.last_seen_on) == (day_after(X), day_after(X))
+    assert (second.root_causes[0]["entity_type"], second.root_causes[0]["entity_id"]) == (
+        "feature",
+        "search",
+    )
+    first.refresh_from_db()
+    assert first.last_seen_on == X
+
+
+def test_a_change_on_top_of_an_ongoing_drift_is_explained_by_what_rose(tenant):
+    # given chat at twice its spend from X on (a drift its fitted level still lags), and
+    # search tripled four days later
+    later = day_after(X, 4)
+    days = [day_after(X, n) for n in range(6)]
+    changes = {day: {"chat": 2} for day in days}
+    changes[later] = {"chat": 2, "search": 3}
+    spend_history(tenant, last=days[-1], changes=changes)
+    for day in days[1:5]:
+        detect(tenant, day)
+    (drift,) = Incident.objects.filter(tenant=tenant)
+    assert drift.root_causes[0]["entity_id"] == "chat"
+
+    # when detection judges the day search rose
+    result = detect(tenant, day_after(later))
+
+    # then that change is an incident of its own, and search explains it, not chat
+    (new,) = [i for i in result["incidents"] if i.pk != drift.pk]
+    assert (new.started_on, new.last_seen_on) == (later, later)
+    assert (new.root_causes[0]["entity_type"], new.root_causes[0]["entity_id"]) == (
+        "feature",
+        "search",
+    )
+    assert "chat" not in {c["entity_id"] for c in new.root_causes}
+
+
 def test_a_budget_anomaly_is_an_incident_of_its_own(tenant):
     # given the export spike on X and a monthly budget March has already overrun
     spend_history(tenant, last=X, changes=scaled(3, X))
