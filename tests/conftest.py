@@ -1,4 +1,6 @@
+import psycopg
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from analytics.api import authentication
@@ -69,3 +71,14 @@ def staff_session_client(staff_user) -> APIClient:
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+def other_session():
+    """A second database session in autocommit, as another process would hold one."""
+    db = connection.settings_dict
+    conn = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    yield conn
+    conn.close()

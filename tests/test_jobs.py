@@ -7,10 +7,9 @@ Celery workers.
 from datetime import timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 import time_machine
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from django.test import override_settings
 from django.urls import reverse
 
@@ -47,16 +46,6 @@ def tenants(frozen):
         CostRecordFactory(tenant=tenant, created_at=HOUR, cost_cents=Decimal("2"))
     TenantFactory(slug="asleep", is_active=False)
     return made
-
-
-@pytest.fixture
-def other_session():
-    db = connection.settings_dict
-    conn = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
-    )
-    yield conn
-    conn.close()
 
 
 def snapshot_versions() -> list[int]:

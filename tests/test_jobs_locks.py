@@ -3,10 +3,8 @@
 import re
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from analytics.services import incidents, jobs, snapshots
 from analytics.services.locks import LockId, leader_lock
@@ -53,39 +51,29 @@ def test_no_code_takes_a_lock_id_outside_the_registry():
     assert {lock_id: paths for lock_id, paths in found.items() if lock_id not in registered} == {}
 
 
-@pytest.fixture
-def other():
-    db = connection.settings_dict
-    conn = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
-    )
-    yield conn
-    conn.close()
-
-
 @pytest.mark.django_db
-def test_a_keyed_leader_lock_excludes_only_its_own_key(other):
+def test_a_keyed_leader_lock_excludes_only_its_own_key(other_session):
     # when this session leads job key 1 of class 7006
     with leader_lock(LockId.JOB_DISPATCH, key=1) as leader:
         # then another session cannot take that key, but can take another key or the
         # one-key lock of the same number
         assert leader is True
         take = "SELECT pg_try_advisory_lock(%s::int4, %s::int4)"
-        assert other.execute(take, [7006, 1]).fetchone()[0] is False
-        assert other.execute(take, [7006, 2]).fetchone()[0] is True
-        assert other.execute("SELECT pg_try_advisory_lock(7006)").fetchone()[0] is True
+        assert other_session.execute(take, [7006, 1]).fetchone()[0] is False
+        assert other_session.execute(take, [7006, 2]).fetchone()[0] is True
+        assert other_session.execute("SELECT pg_try_advisory_lock(7006)").fetchone()[0] is True
 
 
 @pytest.mark.django_db
-def test_shared_holders_coexist_and_exclude_an_exclusive_one(other):
+def test_shared_holders_coexist_and_exclude_an_exclusive_one(other_session):
     # given another session holds 7004 shared
-    assert other.execute("SELECT pg_try_advisory_lock_shared(7004)").fetchone()[0] is True
+    assert other_session.execute("SELECT pg_try_advisory_lock_shared(7004)").fetchone()[0] is True
     # when / then this session can share it but not take it exclusively
     with leader_lock(LockId.SNAPSHOTS_DAILY, shared=True) as shared:
         assert shared is True
     with leader_lock(LockId.SNAPSHOTS_DAILY) as exclusive:
         assert exclusive is False
     # and once shared holders are gone, the exclusive lock is free again
-    other.execute("SELECT pg_advisory_unlock_shared(7004)")
+    other_session.execute("SELECT pg_advisory_unlock_shared(7004)")
     with leader_lock(LockId.SNAPSHOTS_DAILY) as exclusive:
         assert exclusive is True

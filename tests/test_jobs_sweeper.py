@@ -7,11 +7,10 @@ after JOBS_CHUNK_STALL_MINUTES (30 by default) without being claimed or sent aga
 from datetime import timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from django.test import override_settings
 
 from analytics.models import CostSnapshot, JobChunk
@@ -41,16 +40,6 @@ def tenants():
         for tenant in made:
             CostRecordFactory(tenant=tenant, created_at=HOUR, cost_cents=Decimal("2"))
     return made
-
-
-@pytest.fixture
-def other_session():
-    db = connection.settings_dict
-    conn = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
-    )
-    yield conn
-    conn.close()
 
 
 def snapshot_versions() -> list[int]:

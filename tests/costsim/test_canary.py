@@ -8,7 +8,6 @@ from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
-import psycopg
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
@@ -56,16 +55,6 @@ def _defaults(settings):
     settings.COSTSIM_FAILURE_THRESHOLD = 3
     settings.COSTSIM_DISABLE_TTL_HOURS = 24
     settings.COSTSIM_MIN_DRIFT_SAMPLES = 100
-
-
-@pytest.fixture
-def other():
-    db = connection.settings_dict
-    conn = psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
-    )
-    yield conn
-    conn.close()
 
 
 # Samples ------------------------------------------------------------------------------
@@ -319,9 +308,9 @@ def test_a_few_samples_that_all_raise_are_insufficient_data(tenant):
 
 
 @pytest.mark.django_db
-def test_a_run_without_the_lock_is_skipped_and_changes_nothing(other):
+def test_a_run_without_the_lock_is_skipped_and_changes_nothing(other_session):
     # given another instance is running the canary
-    other.execute("SELECT pg_advisory_lock(7001)")
+    other_session.execute("SELECT pg_advisory_lock(7001)")
     skipped = _runs("skipped")
     # when
     report = canary_run(sample_count=10, drift_threshold=0.2)
@@ -405,13 +394,13 @@ def test_command_on_a_fresh_install_says_what_it_needs_and_exits_0():
 
 
 @pytest.mark.django_db
-def test_command_succeeds_on_pass_and_on_skip(tenant, other):
+def test_command_succeeds_on_pass_and_on_skip(tenant, other_session):
     # given
     _traffic(tenant, _json_plan, 100)
     out = StringIO()
     # when
     call_command("run_canary", "--sample-count", "100", "--drift-threshold", "0.3", stdout=out)
-    other.execute("SELECT pg_advisory_lock(7001)")
+    other_session.execute("SELECT pg_advisory_lock(7001)")
     call_command("run_canary", stdout=out)
     # then
     text = out.getvalue()
