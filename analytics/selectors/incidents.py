@@ -366,6 +366,8 @@ class DetectionContext:
         )
         return 0 if first is None or first >= before else (before - first).days
 
+    # complexity: the tenant's planned expectation needs each planned entity's own expected spend of
+    # the same day
     def expected(self, scope: Scope, first: date, last: date, *, before: date) -> list[float]:
         """Plan-adjusted expected spend of the days first ... last, fitted before `before`."""
         model = self.model(scope, before)
@@ -392,10 +394,12 @@ class DetectionContext:
         model = self.model(scope, first)
         if model is None:
             return None
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         return expectation.judge_window(
             actual=self.series(first).between(scope, first, last),
             expected=self.expected(scope, first, last, before=first),
             spread=model.spread,
+            spreads=[model.spread_on(day) for day in days],
         )
 
 

@@ -49,10 +49,19 @@ class DailyModel:
     weekday_factors: tuple[float, ...]  # Monday first; mean 1
     spread: float  # relative standard deviation of one day; 0 for a noiseless history
     history_days: int
+    # The spread of the weekdays that spend less than the average day, read from those days
+    # alone: fewer calls make a day relatively noisier. Never below `spread`.
+    quiet_spread: float | None = None
 
     def expected(self, day: date) -> float:
         trend = self.level + self.slope * (day - self.last_day).days
         return max(trend, 0.0) * self.weekday_factors[day.weekday()]
+
+    def spread_on(self, day: date) -> float:
+        """The relative standard deviation of `day`: wider on the quiet weekdays."""
+        if self.quiet_spread is not None and self.weekday_factors[day.weekday()] < 1:
+            return max(self.spread, self.quiet_spread)
+        return self.spread
 
     @property
     def trend_pct_per_day(self) -> float:
@@ -109,6 +118,8 @@ def _weekly_slope(adjusted: Sequence[float]) -> float:
     return statistics.median(slopes)
 
 
+# complexity: the seasonal-trend fit (weekday factors, slope, level, leave-one-out residuals,
+# spread) is one numeric procedure over shared series
 def fit(history: Sequence[float], *, last_day: date) -> DailyModel | None:
     """Fit the daily model to `history` (oldest first, ending on `last_day`; 0 for idle days).
 
@@ -149,15 +160,30 @@ def fit(history: Sequence[float], *, last_day: date) -> DailyModel | None:
             for index, ratio in by_day.items():
                 loo = _median_without(ordered, ordered.index(ratio))
                 day_factor[index] = max(loo / mean_factor, 0.05)
-    residuals = []
+    residuals, quiet = [], []
     for i, value in enumerate(values):
         fitted = max(level + slope * (i - (n - 1)), 0.0) * day_factor[i]
         if fitted > 0:
-            residuals.append(value / fitted - 1)
+            residual = value / fitted - 1
         elif value > 0:
-            residuals.append(1.0)  # spend where none was expected: a full miss
+            residual = 1.0  # spend where none was expected: a full miss
+        else:
+            continue
+        residuals.append(residual)
+        if factors[weekday_of[i]] < 1:
+            quiet.append(residual)
     if not residuals:
         return model
+    spread = _spread(residuals)
+    # Noise is relative, but not only: a day with fewer calls is relatively noisier (a user's
+    # weekend is a handful of calls). The weekdays below the average day get the spread of
+    # their own residuals when that is wider.
+    quiet_spread = _spread(quiet) if seasonal and quiet else None
+    return DailyModel(last_day, level, slope, factors, spread, n, quiet_spread)
+
+
+def _spread(residuals: Sequence[float]) -> float:
+    """The relative spread of one new day, read from the relative residuals of the history."""
     # The larger of two robust readings of the same spread: the median absolute residual
     # (x 1.4826) and the 90th percentile (/ 1.645). They agree for normal noise; the second
     # is larger when a series has heavy tails (a user with a few erratic calls a day), which
@@ -167,8 +193,9 @@ def fit(history: Sequence[float], *, last_day: date) -> DailyModel | None:
     spread = max(ROBUST_SD * statistics.median(magnitudes), tail / TAIL_Z)
     # The level is itself a median of LEVEL_DAYS noisy days; a short history estimates the
     # spread from few residuals. Both widen what a new day may do.
-    spread *= math.sqrt(1 + MEDIAN_VARIANCE / LEVEL_DAYS) * (1 + SMALL_SAMPLE / len(residuals))
-    return DailyModel(last_day, level, slope, factors, spread, n)
+    return (
+        spread * math.sqrt(1 + MEDIAN_VARIANCE / LEVEL_DAYS) * (1 + SMALL_SAMPLE / len(residuals))
+    )
 
 
 @dataclass(frozen=True)
@@ -190,17 +217,23 @@ class WindowJudgement:
 
 
 def judge_window(
-    *, actual: Sequence[float], expected: Sequence[float], spread: float
+    *,
+    actual: Sequence[float],
+    expected: Sequence[float],
+    spread: float,
+    spreads: Sequence[float] | None = None,
 ) -> WindowJudgement:
     """Compare actual daily spend with expected over the same days.
 
-    The noise of a window's total is the spread times the root of the sum of squared
-    expected values (each day's noise is proportional to its expected spend).
+    The noise of a window's total is the root of the sum of each day's squared noise, a day's
+    noise being its spread (`spreads`, one a day, or the one `spread`) times its expected
+    spend.
     """
     total_actual = float(sum(actual))
     total_expected = float(sum(expected))
     impact = total_actual - total_expected
-    noise = spread * math.sqrt(sum(e * e for e in expected))
+    spreads = spreads if spreads is not None else [spread] * len(expected)
+    noise = math.sqrt(sum((s * e) ** 2 for s, e in zip(spreads, expected, strict=True)))
     z_score = impact / noise if noise > 0 else (math.inf if impact > 0 else 0.0)
     impact_pct = impact / total_expected * 100 if total_expected > 0 else None
     return WindowJudgement(total_actual, total_expected, impact, impact_pct, z_score)
@@ -240,6 +273,7 @@ class Plan:
 Scope = tuple[str, str | None]  # (entity_type, entity_id); ("tenant", None) is the tenant
 
 
+# complexity: tenant-wide and entity plans combine differently for the tenant and for an entity
 def planned_expected(
     *,
     scope: Scope,

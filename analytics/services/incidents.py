@@ -76,7 +76,7 @@ KIND_PRIORITY = {
     IncidentKind.OUTLIER: 1,
     IncidentKind.BUDGET: 0,
 }
-# An entity's own incident also needs the tenant's total up by at least one noise spread.
+# An entity's own incident also needs its part of the tenant's rise beyond the tenant's noise.
 ENTITY_TENANT_Z = 1.5
 SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 # One transaction-scoped advisory lock per tenant (classid, tenant id): detection runs for
@@ -182,25 +182,40 @@ def anomaly_verdict(anomaly: Anomaly, context: DetectionContext) -> Verdict:
 def _require_tenant_effect(verdict: Verdict, context: DetectionContext, z_threshold: float) -> None:
     """An entity's change must also move the tenant's bill to be an incident of its own.
 
-    It must add `entity_min_tenant_pct` of the tenant's expected spend and show in the tenant's
-    total (z >= 1): spend that only moved between entities (one user busier, the others
-    quieter) leaves the bill where it was. Overwhelming evidence of its own (z at least 1.5
-    times its threshold) needs only a tenant total that is not below expected, since a
-    noisy tenant can hide a real but smaller change.
+    It must add `entity_min_tenant_pct` of the tenant's expected spend, and its own part of
+    the tenant's rise (what it added, at most what the bill rose) must stand out of the
+    tenant's noise (z >= 1.5). Spend that only moved between entities (one user busier, the
+    others quieter) leaves the bill where it was; a few dollars of a small, erratic entity on
+    a day the tenant happens to run high for other reasons are not what moved the bill.
+    Overwhelming evidence of its own (z at least 1.5 times its threshold) needs only a tenant
+    total that is not below expected, since a noisy tenant can hide a real but smaller
+    change.
     """
     tenant = context.judge(TENANT, verdict.start, verdict.end)
     if tenant is None or tenant.expected <= 0:
         return
     share = verdict.judgement.impact / tenant.expected * 100
     minimum = context.settings.entity_min_tenant_pct
+    overwhelming = tenant.z_score >= 0 and verdict.judgement.z_score >= 1.5 * z_threshold
+    own_z = _z_of_part(tenant, verdict.judgement.impact)
     if share < minimum:
-        verdict.material = False
-        verdict.reason = f"adds {share:.1f}% to the tenant's spend, under the {minimum:g}% floor"
-    elif tenant.z_score < ENTITY_TENANT_Z and not (
-        tenant.z_score >= 0 and verdict.judgement.z_score >= 1.5 * z_threshold
-    ):
-        verdict.material = False
-        verdict.reason = f"the tenant's total is within its noise (z {tenant.z_score:.2f})"
+        reason = f"adds {share:.1f}% to the tenant's spend, under the {minimum:g}% floor"
+    elif overwhelming:
+        return
+    elif tenant.z_score < ENTITY_TENANT_Z:
+        reason = f"the tenant's total is within its noise (z {tenant.z_score:.2f})"
+    elif own_z < ENTITY_TENANT_Z:
+        reason = f"its part of the tenant's rise is within its noise (z {own_z:.2f})"
+    else:
+        return
+    verdict.material, verdict.reason = False, reason
+
+
+def _z_of_part(whole: WindowJudgement, part: float) -> float:
+    """The z of `part` of a window's rise, at most all of it (z grows with the impact)."""
+    if whole.impact > 0 and part < whole.impact:
+        return whole.z_score * part / whole.impact
+    return whole.z_score
 
 
 def _why_not(judgement: WindowJudgement, min_cents: float, min_pct: float, z: float) -> str:
@@ -271,6 +286,8 @@ def _overlaps(incident: Incident, verdict: Verdict) -> bool:
     return verdict.start <= incident.last_seen_on and verdict.end >= incident.started_on
 
 
+# complexity: the order of preference of the docstring, one rule each; split up, the grouping rule
+# would be scattered
 def _incident_for(
     verdict: Verdict,
     nearby: Sequence[Incident],
@@ -364,6 +381,8 @@ def _family_of(incident: Incident) -> tuple:
     return ("budget", incident.budget_id) if incident.kind == IncidentKind.BUDGET else ("cost",)
 
 
+# complexity: judging, grouping (open, suppress, join) and refreshing share the run's state (nearby
+# incidents, causes, members) in one transaction
 @transaction.atomic(savepoint=False)  # part of the detection run's transaction
 def incidents_record(
     *, tenant: Tenant, anomalies: Sequence[Anomaly], context: DetectionContext
@@ -519,6 +538,8 @@ def _incident_refresh(*, incident: Incident, context: DetectionContext, now) -> 
     incident.save()
 
 
+# complexity: an incident's kind, scope, judgement, severity, root causes and metadata each depend
+# on the ones before
 def _refresh_cost_change(
     incident: Incident, member_rows: list[Anomaly], context: DetectionContext
 ) -> None:
@@ -624,6 +645,8 @@ def _set_numbers(incident: Incident, judgement: WindowJudgement) -> None:
     )
 
 
+# complexity: its callers' cases (given scopes or every entity, a given increase or the largest)
+# share the one ranking
 def _root_causes(
     candidates: Sequence[Scope] | None,
     first: date,

@@ -98,6 +98,51 @@ def test_the_spread_matches_the_real_noise(noise, days):
     assert sum(z > 3.5 for z in z_scores) <= 3  # about 2 in 10,000 for normal noise
 
 
+def test_quiet_weekdays_with_few_calls_get_their_own_wider_spread():
+    # given weekdays at 10,000 cents with 5 % noise and weekends at 3,000 cents with 25 %
+    # (a handful of calls on a weekend is relatively noisier)
+    rng = random.Random(5)
+    series = history(
+        56,
+        lambda i, day: (
+            3000 * max(0.05, rng.gauss(1, 0.25))
+            if day.weekday() >= 5
+            else 10_000 * rng.gauss(1, 0.05)
+        ),
+    )
+
+    # when the model is fitted
+    model = expectation.fit(series, last_day=LAST)
+
+    # then a Saturday is judged against the weekends' own noise, a Monday against the pooled one
+    saturday, monday = LAST + timedelta(days=6), LAST + timedelta(days=1)
+    assert model.spread_on(monday) == model.spread
+    assert model.spread_on(saturday) > 2 * model.spread
+    # (widened, like every spread, for the error of the weekday factors and the few residuals)
+    assert 0.25 <= model.spread_on(saturday) <= 0.5
+    # and a doubled Saturday is within that noise, while a doubled Monday is not
+    for day, beyond in ((saturday, False), (monday, True)):
+        expected = model.expected(day)
+        judged = expectation.judge_window(
+            actual=[expected * 2],
+            expected=[expected],
+            spread=model.spread,
+            spreads=[model.spread_on(day)],
+        )
+        assert (judged.z_score > 3.5) is beyond
+
+
+def test_a_flat_week_has_one_spread():
+    rng = random.Random(6)
+    model = expectation.fit(history(56, lambda i, day: 1000 * rng.gauss(1, 0.1)), last_day=LAST)
+
+    spreads = {model.spread_on(LAST + timedelta(days=n)) for n in range(1, 8)}
+
+    # the weekdays below the average day differ from the others by noise alone
+    assert max(spreads) <= 1.5 * model.spread
+    assert min(spreads) == model.spread
+
+
 def test_a_real_jump_clears_the_threshold_over_noise():
     rng = random.Random(3)
     series = noisy(rng, 56, 0.10, 0.5, 0.0)

@@ -27,6 +27,8 @@ from analytics.models import (
     IncidentKind,
 )
 from analytics.selectors.incidents import DetectionContext
+from analytics.selectors.incidents import _effective as effective_settings
+from analytics.services import expectation
 from analytics.services.anomalies import anomalies_detect
 from analytics.services.anomaly_lifecycle import anomaly_resolve
 from analytics.services.incidents import (
@@ -415,6 +417,53 @@ def test_spend_moved_between_users_opens_nothing(tenant):
     assert verdict.reason.startswith("the tenant's total is within its noise")
     assert result["opened"] == 0
     assert not Incident.objects.filter(tenant=tenant).exists()
+
+
+class FixedJudgements:
+    """What the gate reads of a run, with a fixed judgement per scope."""
+
+    def __init__(self, judgements):
+        self.judgements = judgements
+        self.settings = effective_settings(None)  # the project defaults
+
+    def history_days(self, scope, before):
+        return 56
+
+    def monitored_entities(self):
+        return 8  # an entity's z threshold 4.0, overwhelming from 6.0
+
+    def judge(self, scope, first, last):
+        return self.judgements[scope]
+
+
+@pytest.mark.parametrize(
+    ("model_actual", "material"), [(200, False), (300, True)], ids=["small part", "main part"]
+)
+def test_an_entity_is_its_own_incident_only_when_its_part_of_the_rise_beats_the_noise(
+    model_actual, material
+):
+    # given the tenant 300 cents (3 noise spreads) above its expected 1,000 on X, and a
+    # model above its expected 100 by z 5 (beyond its threshold, not overwhelming)
+    tenant = expectation.judge_window(actual=[1300], expected=[1000], spread=0.1)
+    model = expectation.judge_window(
+        actual=[model_actual], expected=[100], spread=(model_actual - 100) / 500
+    )
+    context = FixedJudgements({("tenant", None): tenant, ("model", "m-small"): model})
+    anomaly = Anomaly(
+        anomaly_type=AnomalyType.STATISTICAL_OUTLIER,
+        entity_type="model",
+        entity_id="m-small",
+        anomaly_date=X,
+        breach_count=1,
+    )
+
+    # when the gate judges the model's outlier
+    verdict = anomaly_verdict(anomaly, context)
+
+    # then +100 cents (a third of the rise, 1 spread) is not what moved the bill, +200 is
+    assert verdict.material is material
+    if not material:
+        assert verdict.reason.startswith("its part of the tenant's rise is within its noise")
 
 
 # --- Suppression by feedback ------------------------------------------------------------
