@@ -23,8 +23,9 @@ from analytics.api.reservation_serializers import (
     ReservationSerializer,
     ReserveInputSerializer,
     ReserveResultSerializer,
+    reserve_input,
 )
-from analytics.api.views import SchemaSafeMixin, validated
+from analytics.api.views import SchemaSafeMixin
 from analytics.api.viewsets import TenantScopedMixin
 from analytics.datetimes import format_datetime
 from analytics.models import BudgetReservation
@@ -198,7 +199,7 @@ class ReserveView(APIView):
         unless a hard one would go past its limit, hold `amount_cents` (or the plan's
         estimated cost) until the call's cost records arrive, a release, or the TTL. A
         retry of a call that holds an open reservation answers that one."""
-        data = validated(ReserveInputSerializer, request.data)
+        data = reserve_input(request.data)
         if data.get("plan") is not None:
             amount = _price(data["plan"])
             source = BudgetReservation.Source.PLAN

@@ -163,6 +163,17 @@ CROSS JOIN LATERAL (
     FROM parts
 ) spend"""
 
+# The cost records `c` that settle reservation `v` (with its request_id or run_id): those
+# created from a day before the reservation to a day after its TTL. A call starts after its
+# reservation, and a TTL is at most a day, so this covers its records with a day's margin
+# for client clocks; a record outside it (a request_id reused long after) leaves the
+# reservation holding until its TTL, the safe side of a limit. The bound lets a probe read
+# the partitions of one or two months instead of every month's.
+RESERVATION_RECORDS_MARGIN = timedelta(days=1)
+_MARGIN = f"interval '{RESERVATION_RECORDS_MARGIN.days} day'"
+RESERVATION_RECORDS_WINDOW = f"""c.created_at >= v.created_at - {_MARGIN}
+            AND c.created_at < v.expires_at + {_MARGIN}"""
+
 # The cents held by open reservations in the scope of budget `b` at %(until)s, as one
 # LATERAL subquery: `held.reserved_cents`. A reservation holds budget while it is open,
 # unexpired and no cost record carries its request_id or run_id yet (once one does, the
@@ -170,7 +181,7 @@ CROSS JOIN LATERAL (
 # reads them as they are, so a reservation is never counted as both held and spent.
 # Reservations are not limited to the current period: the spend they stand for has not
 # happened yet, so it lands in the current period or a later one.
-BUDGET_HELD_LATERAL = """
+BUDGET_HELD_LATERAL = f"""
 CROSS JOIN LATERAL (
     SELECT COALESCE(SUM(v.amount_cents), 0) AS reserved_cents
     FROM analytics_budgetreservation v
@@ -182,10 +193,12 @@ CROSS JOIN LATERAL (
           END
       AND NOT EXISTS (
           SELECT 1 FROM analytics_costrecord c
-          WHERE c.tenant_id = v.tenant_id AND c.request_id = v.request_id)
+          WHERE c.tenant_id = v.tenant_id AND c.request_id = v.request_id
+            AND {RESERVATION_RECORDS_WINDOW})
       AND NOT EXISTS (
           SELECT 1 FROM analytics_costrecord c
-          WHERE c.tenant_id = v.tenant_id AND c.run_id = v.run_id)
+          WHERE c.tenant_id = v.tenant_id AND c.run_id = v.run_id
+            AND {RESERVATION_RECORDS_WINDOW})
 ) held"""
 
 _BUDGETS_SPEND_SQL = f"""

@@ -2,7 +2,8 @@
 
 The stored `status` lags: a reservation stays `open` in the table until the expiry job or a
 release writes what happened. `current_status` is what reads go by: `settled` as soon as a
-cost record carries its request_id or run_id, `expired` once its TTL has passed.
+cost record carries its request_id or run_id (one created within a day of the reservation's
+life, RESERVATION_RECORDS_WINDOW), `expired` once its TTL has passed.
 """
 
 from datetime import datetime
@@ -10,12 +11,19 @@ from datetime import datetime
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 
 from analytics.models import BudgetReservation, CostRecord, Tenant
+from analytics.selectors.budgets import RESERVATION_RECORDS_MARGIN
 
 Status = BudgetReservation.Status
 
 
 def _has_records() -> Q:
-    records = CostRecord.objects.filter(tenant_id=OuterRef("tenant_id"))
+    # The records of the reservation's call created around its life, as
+    # RESERVATION_RECORDS_WINDOW bounds them for the SQL reads.
+    records = CostRecord.objects.filter(
+        tenant_id=OuterRef("tenant_id"),
+        created_at__gte=OuterRef("created_at") - RESERVATION_RECORDS_MARGIN,
+        created_at__lt=OuterRef("expires_at") + RESERVATION_RECORDS_MARGIN,
+    )
     return Q(Exists(records.filter(request_id=OuterRef("request_id")))) | Q(
         Exists(records.filter(run_id=OuterRef("run_id")))
     )

@@ -35,9 +35,10 @@ reservations per call makes two concurrent retries meet. A retry that differs fr
 reservation in amount or attribution is a conflict.
 
 Settlement needs no write on the ingest path: a reservation whose request_id or run_id
-appears on a cost record stops holding budget in every read (its actual cost is in the
-spend from then on). The expiry job (`reservations_close_lapsed`) then records what reads
-already assume: settled, or expired after its TTL.
+appears on a cost record created within a day of its life stops holding budget in every
+read (its actual cost is in the spend from then on). The expiry job
+(`reservations_close_lapsed`) then records what reads already assume: settled, or expired
+after its TTL.
 """
 
 import re
@@ -52,8 +53,8 @@ from django.utils import timezone
 from analytics.errors import Conflict
 from analytics.models import BudgetPeriod, BudgetReservation, Tenant
 from analytics.selectors.budgets import (
-    BUDGET_HELD_LATERAL,
     BUDGET_SPEND_LATERAL,
+    RESERVATION_RECORDS_WINDOW,
     budget_spend_params,
 )
 
@@ -74,11 +75,15 @@ SELECT count(*) FROM (
 """
 
 # A reservation that is still open in the table but whose call has cost records.
-_HAS_RECORDS = """
+# Only records created within a day of the reservation's life count (see
+# RESERVATION_RECORDS_WINDOW): the bound lets each probe skip the other months' partitions.
+_HAS_RECORDS = f"""
 EXISTS (SELECT 1 FROM analytics_costrecord c
-        WHERE c.tenant_id = v.tenant_id AND c.request_id = v.request_id)
+        WHERE c.tenant_id = v.tenant_id AND c.request_id = v.request_id
+          AND {RESERVATION_RECORDS_WINDOW})
 OR EXISTS (SELECT 1 FROM analytics_costrecord c
-           WHERE c.tenant_id = v.tenant_id AND c.run_id = v.run_id)
+           WHERE c.tenant_id = v.tenant_id AND c.run_id = v.run_id
+             AND {RESERVATION_RECORDS_WINDOW})
 """
 
 # Whether the API key generation is still the one under which the caller's key was cached
@@ -107,14 +112,34 @@ WHERE v.tenant_id = %(tenant_id)s AND {{same_call}} AND v.status = 'open'
 # has one, and the new reservation inserted only when there is none and no hard budget would
 # pass a limit. ON CONFLICT: a concurrent retry of the same call, not serialised by a budget
 # lock (no budget applies), inserted first; the caller then reads that one.
+#
+# The reservations that hold budget are found once for every applicable budget (a held
+# reservation is one BUDGET_HELD_LATERAL counts: open, unexpired, no cost records of its
+# call), then summed per budget: the probes of the cost records for each open reservation
+# are made once, not once per budget. Only reservations some applicable budget can count
+# are probed: all of the tenant's when its tenant budget applies, else those of the call's
+# feature or user.
 _RESERVE_SQL = f"""
-WITH usage AS MATERIALIZED (
+WITH holding AS MATERIALIZED (
+    SELECT v.amount_cents, v.feature_tag, v.user_id
+    FROM analytics_budgetreservation v
+    WHERE v.tenant_id = %(tenant_id)s AND v.status = 'open' AND v.expires_at > %(until)s
+      AND (v.feature_tag = %(feature_tag)s OR v.user_id = %(user_id)s
+           OR EXISTS (SELECT 1 FROM analytics_budget b
+                      WHERE {_APPLIES} AND b.budget_type = 'tenant'))
+      AND NOT ({_HAS_RECORDS})
+),
+usage AS MATERIALIZED (
     SELECT b.id, b.budget_type, b.entity_id, b.daily_limit_cents, b.monthly_limit_cents,
            b.warn_threshold_pct, b.hard_limit_enabled, spend.day_spend, spend.month_spend,
-           held.reserved_cents
+           (SELECT COALESCE(SUM(h.amount_cents), 0) FROM holding h
+            WHERE CASE b.budget_type
+                      WHEN 'feature' THEN h.feature_tag = b.entity_id
+                      WHEN 'user' THEN h.user_id = b.entity_id
+                      ELSE TRUE
+                  END) AS reserved_cents
     FROM analytics_budget b
     {BUDGET_SPEND_LATERAL}
-    {BUDGET_HELD_LATERAL}
     WHERE {_APPLIES}
 ),
 existing AS MATERIALIZED (
@@ -430,6 +455,8 @@ class _Held:
     expires_at: datetime
 
 
+# complexity: the reserved, refused, replayed and concurrent-retry outcomes of the one round trip
+# are told apart here
 def budget_reserve(
     *,
     tenant: Tenant,

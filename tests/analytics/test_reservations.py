@@ -187,6 +187,35 @@ def test_records_of_the_call_settle_the_reservation_whether_larger_or_smaller(te
     assert not reserve(tenant, 1, request_id="more").allowed
 
 
+def test_only_records_created_within_a_day_of_the_reservations_life_settle_it(
+    api_client, tenant, frozen
+):
+    # given a hard budget and three one-hour reservations of 30 cents
+    budget = hard_daily(tenant)
+    for call in ("old", "edge", "late"):
+        reserve(tenant, 30, request_id=call, ttl=3600)
+
+    # when records of their calls arrive: one from two days before (a request_id reused),
+    # one a day before to the second, one a day after the TTL ends
+    spend(tenant, 1, NOW - timedelta(days=2), request_id="old")
+    spend(tenant, 1, NOW - timedelta(days=1), request_id="edge")
+    spend(tenant, 1, NOW + timedelta(hours=1, days=1), request_id="late")
+
+    # then only the record inside the window settles its reservation, in every read
+    assert budget_status(budget=budget, at=NOW)["daily"]["reserved_cents"] == 60
+    assert reserve(tenant, 40, request_id="fits").allowed
+    assert not reserve(tenant, 1, request_id="full").allowed
+    listed = api_client.get(RESERVATIONS).json()["results"]
+    assert {row["request_id"]: row["status"] for row in listed} == {
+        "old": "open",
+        "edge": "settled",
+        "late": "open",
+        "fits": "open",
+    }
+    frozen.shift(timedelta(hours=2))
+    assert reservations_close_lapsed().as_dict() == {"settled": 1, "expired": 3}
+
+
 def test_release_hands_the_budget_back_and_releasing_twice_is_harmless(tenant, frozen):
     # given
     budget = hard_daily(tenant)
