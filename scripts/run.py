@@ -109,6 +109,7 @@ class Launcher:
             raise StepFailed(name)
         return lines
 
+    # complexity: one poll loop watches for a stop, a child's exit, readiness and the ready timeout
     def supervise(self, health_url: str, ready_dir: Path, on_ready: Callable[[float], None]) -> int:
         """Watch the children until a stop; call `on_ready(seconds)` once all are up.
 

@@ -14,42 +14,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKED = ("analytics", "costsim", "feedback", "notifications", "predictions", "config", "scripts")
 MARKER = "# complexity:"
 
-# Files of which functions graded C or worse still need their marker comment (or a
-# simplification). A file that no longer has one fails the test, so the list only shrinks.
-PENDING = {
-    "analytics/admin/charts.py",
-    "analytics/admin/display.py",
-    "analytics/admin/incidents.py",
-    "analytics/admin/overview.py",
-    "analytics/api/errors.py",
-    "analytics/api/middleware.py",
-    "analytics/api/otlp.py",
-    "analytics/api/pagination.py",
-    "analytics/api/statistics.py",
-    "analytics/management/commands/reprice.py",
-    "analytics/selectors/incidents.py",
-    "analytics/services/anomaly_rules.py",
-    "analytics/services/budgets.py",
-    "analytics/services/demo.py",
-    "analytics/services/detection.py",
-    "analytics/services/evaluation.py",
-    "analytics/services/expectation.py",
-    "analytics/services/genai_spans.py",
-    "analytics/services/incidents.py",
-    "analytics/services/ingest.py",
-    "analytics/services/otlp.py",
-    "analytics/services/overview.py",
-    "analytics/services/price_catalog.py",
-    "analytics/services/reservations.py",
-    "analytics/services/retention.py",
-    "analytics/services/statistics.py",
-    "notifications/services/channels.py",
-    "notifications/services/events.py",
-    "notifications/services/formats.py",
-    "notifications/services/outbox.py",
-    "scripts/run.py",
-}
-
 
 def source_files() -> list[Path]:
     paths = []
@@ -118,16 +82,6 @@ def test_every_complex_function_says_why():
         f"{name} ({grade})"
         for path in source_files()
         for name, grade, marked in complex_functions(path)
-        if not marked and name.split(":")[0] not in PENDING
+        if not marked
     )
     assert unexplained == []
-
-
-def test_every_pending_file_still_has_an_unexplained_function():
-    still = {
-        name.split(":")[0]
-        for path in source_files()
-        for name, _grade, marked in complex_functions(path)
-        if not marked
-    }
-    assert sorted(PENDING - still) == []

@@ -90,6 +90,8 @@ def _hover(bucket: ChartBucket, keys_shown: bool) -> str:
     return "\n".join(lines)
 
 
+# complexity: bars, bands, the expected line, ticks, labels and markers are laid out on the same
+# scales (y_of, centre), so they are built in one frame
 def stacked_chart(
     buckets: list[ChartBucket],
     *,
@@ -242,26 +244,7 @@ def chart_svg(chart: dict, *, label: str) -> str:
             )
             parts.append(f'<rect class="band" {band}></rect>')
     for bar in chart["bars"]:
-        css = "bucket highlight" if bar["highlight"] else "bucket"
-        parts.append(
-            f'<g class="{css}" data-index="{bar["index"]}"><title>{escape(bar["hover"])}</title>'
-        )
-        if bar["url"]:
-            parts.append(f'<a href="{escape(bar["url"])}" class="bucket-link">')
-        hit = _attrs(x=bar["slot_x"], y=top, width=chart["slot"], height=chart["plot_height"])
-        parts.append(f'<rect class="hit" {hit}></rect>')
-        for rect in bar["rects"]:
-            segment = _attrs(
-                fill=rect["colour"],
-                x=bar["x"],
-                y=rect["y"],
-                width=bar["width"],
-                height=rect["height"],
-            )
-            parts.append(f'<rect class="segment" {segment}></rect>')
-        if bar["url"]:
-            parts.append("</a>")
-        parts.append("</g>")
+        parts += _bar_svg(bar, chart)
     for line in chart.get("expected_lines", ()):
         parts.append(f'<polyline class="expected" points="{line}"></polyline>')
     parts.append(f'<line class="axis-line" {_attrs(x1=left, x2=right, y1=base, y2=base)}></line>')
@@ -281,3 +264,27 @@ def chart_svg(chart: dict, *, label: str) -> str:
     parts.append("</svg>")
     # Every value above is escaped or a number.
     return mark_safe("".join(parts))
+
+
+def _bar_svg(bar: dict, chart: dict) -> list[str]:
+    """One bucket's group: its hover title, the hit area the width of its slot, its stacked
+    segments, all inside its link when it has one."""
+    css = "bucket highlight" if bar["highlight"] else "bucket"
+    parts = [f'<g class="{css}" data-index="{bar["index"]}"><title>{escape(bar["hover"])}</title>']
+    if bar["url"]:
+        parts.append(f'<a href="{escape(bar["url"])}" class="bucket-link">')
+    hit = _attrs(x=bar["slot_x"], y=chart["top"], width=chart["slot"], height=chart["plot_height"])
+    parts.append(f'<rect class="hit" {hit}></rect>')
+    for rect in bar["rects"]:
+        segment = _attrs(
+            fill=rect["colour"],
+            x=bar["x"],
+            y=rect["y"],
+            width=bar["width"],
+            height=rect["height"],
+        )
+        parts.append(f'<rect class="segment" {segment}></rect>')
+    if bar["url"]:
+        parts.append("</a>")
+    parts.append("</g>")
+    return parts

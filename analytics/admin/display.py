@@ -78,50 +78,61 @@ def _scalar(value) -> str:
 def json_table(value, *, depth: int = 0):
     """A JSON value as nested HTML: an object as a two-column table, a list of objects as a
     table with a column per key, a list of plain values as a comma-separated line."""
+    if not isinstance(value, dict | list):
+        return _scalar(value)
+    if not value:
+        return "—"
+    if depth >= JSON_DEPTH:
+        return format_html("<code>{}</code>", _compact(value))
     if isinstance(value, dict):
-        if not value:
-            return "—"
-        if depth >= JSON_DEPTH:
-            return format_html("<code>{}</code>", _compact(value))
-        rows = format_html_join(
-            "",
-            '<tr><th scope="row">{}</th><td>{}</td></tr>',
-            ((key, _cell(key, item, depth + 1)) for key, item in value.items()),
-        )
-        return format_html('<table class="json-table"><tbody>{}</tbody></table>', rows)
-    if isinstance(value, list):
-        if not value:
-            return "—"
-        if depth >= JSON_DEPTH:
-            return format_html("<code>{}</code>", _compact(value))
-        if all(isinstance(item, dict) for item in value):
-            columns = list(dict.fromkeys(key for item in value for key in item))
-            head = format_html_join("", "<th>{}</th>", ((column,) for column in columns))
-            body = format_html_join(
-                "",
-                "<tr>{}</tr>",
-                (
-                    (
-                        format_html_join(
-                            "",
-                            "<td>{}</td>",
-                            ((_cell(column, item.get(column), depth + 1),) for column in columns),
-                        ),
-                    )
-                    for item in value
+        return _object_table(value, depth)
+    return _list_html(value, depth)
+
+
+def _list_html(value: list, depth: int):
+    """A non-empty list: a table of objects, a line of plain values, else a block per item."""
+    if all(isinstance(item, dict) for item in value):
+        return _objects_table(value, depth)
+    if all(not isinstance(item, dict | list) for item in value):
+        return ", ".join(_scalar(item) for item in value)
+    return format_html_join(
+        "", "<div>{}</div>", ((json_table(item, depth=depth + 1),) for item in value)
+    )
+
+
+def _object_table(value: dict, depth: int):
+    """An object as a two-column table: a row per key."""
+    rows = format_html_join(
+        "",
+        '<tr><th scope="row">{}</th><td>{}</td></tr>',
+        ((key, _cell(key, item, depth + 1)) for key, item in value.items()),
+    )
+    return format_html('<table class="json-table"><tbody>{}</tbody></table>', rows)
+
+
+def _objects_table(value: list[dict], depth: int):
+    """A list of objects as a table: a column per key of any of them, a row per object."""
+    columns = list(dict.fromkeys(key for item in value for key in item))
+    head = format_html_join("", "<th>{}</th>", ((column,) for column in columns))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        (
+            (
+                format_html_join(
+                    "",
+                    "<td>{}</td>",
+                    ((_cell(column, item.get(column), depth + 1),) for column in columns),
                 ),
             )
-            return format_html(
-                '<table class="json-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
-                head,
-                body,
-            )
-        if all(not isinstance(item, dict | list) for item in value):
-            return ", ".join(_scalar(item) for item in value)
-        return format_html_join(
-            "", "<div>{}</div>", ((json_table(item, depth=depth + 1),) for item in value)
-        )
-    return _scalar(value)
+            for item in value
+        ),
+    )
+    return format_html(
+        '<table class="json-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        head,
+        body,
+    )
 
 
 def _cell(key, value, depth: int):

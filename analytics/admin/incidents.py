@@ -72,6 +72,8 @@ def label_incidents(request, queryset: QuerySet[Incident], *, label: str) -> tup
 # --- The chart -----------------------------------------------------------------------------
 
 
+# complexity: bars, the incident window, the expected line and ticks share the scales (y_of,
+# centre); days before the incident read differently
 def incident_chart(
     days: list[IncidentDay],
     started_on: date,

@@ -400,11 +400,7 @@ def overview_view(admin_site, request, extra_context=None) -> TemplateResponse:
         context["no_permission"] = True
         return TemplateResponse(request, TEMPLATE, context)
     if not form.is_valid():
-        context["errors"] = [
-            (form[name].label if name in form.fields else name, message)
-            for name, messages in form.errors.items()
-            for message in messages
-        ]
+        context["errors"] = _form_errors(form)
         return TemplateResponse(request, TEMPLATE, context, status=400)
     query = overview_query(form, today=today, remembered=request.session.get(SESSION_TENANT))
     context["query"] = query
@@ -420,6 +416,15 @@ def overview_view(admin_site, request, extra_context=None) -> TemplateResponse:
     context["panels"] = [panel for panel in (build(request) for build in _PANELS) if panel]
     context["range_links"] = _range_links(query)
     return TemplateResponse(request, TEMPLATE, context)
+
+
+def _form_errors(form: OverviewForm) -> list[tuple[str, str]]:
+    """(label, message) of every problem with the query, a form field by its label."""
+    return [
+        (form[name].label if name in form.fields else name, message)
+        for name, messages in form.errors.items()
+        for message in messages
+    ]
 
 
 def _range_links(query: OverviewQuery) -> dict:

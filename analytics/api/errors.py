@@ -52,6 +52,8 @@ def error_body(code: str, message: str, field_errors: list[dict] | None = None) 
     return {"error": code, "message": message, "field_errors": field_errors or []}
 
 
+# complexity: one recursive walk over every shape DRF nests errors in (keys, child indexes, lists of
+# reasons, non_field_errors)
 def flatten_field_errors(detail, path: str = "") -> list[dict]:
     """Turn DRF's nested error detail into [{"field": "records[3].cost_cents", "reason"}]."""
     if isinstance(detail, dict):
@@ -83,6 +85,8 @@ def flatten_field_errors(detail, path: str = "") -> list[dict]:
     return [{"field": path or "non_field_errors", "reason": str(detail)}]
 
 
+# complexity: one branch per family of exception, each mapped to its status, code and headers in one
+# place
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         # What a service refused (analytics/errors.py): its status, code, message and field

@@ -122,6 +122,8 @@ class ApiErrorMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
+    # complexity: the NUL checks of the path and the query run before the view, the JSON rewrite of
+    # a non-JSON error after it
     def __call__(self, request):
         if is_api_request(request):
             if "\x00" in request.path:

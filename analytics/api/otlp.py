@@ -150,6 +150,8 @@ _PARSE_ERROR_PATH = re.compile(
 )
 
 
+# complexity: one iterative walk checks keys, strings and floats at every depth; the branch on the
+# value's type is the walk
 def _unstorable_values(data: dict) -> dict[str, list[str]]:
     """Text a column could not hold and numbers past float's range, by field path. Iterative:
     the depth is bounded, the breadth is not."""

@@ -120,6 +120,7 @@ def _is_bigint(value: Any) -> bool:
     )
 
 
+# complexity: one branch per field type a cursor may order by, each with its own parse and rejection
 def _field_value(field, raw: Any) -> Any:
     """`raw` (a JSON value from a cursor) as a value of the model field, or InvalidCursor."""
     kind = field.get_internal_type()
@@ -203,6 +204,8 @@ class CursorPage(BasePagination):
     cursor_query_param = "cursor"
     ordering = ("-id",)
 
+    # complexity: backward and forward pages set their next and previous cursors differently, with
+    # the empty-page edges of each
     def paginate_queryset(self, queryset, request, view=None) -> list:
         self.base_url = request.build_absolute_uri()
         self.ordering = self.get_ordering(request, queryset, view)
@@ -304,6 +307,8 @@ class CursorPage(BasePagination):
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=True)
         return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")
 
+    # complexity: each check of a client-made cursor (size, base64, JSON shape, direction, one valid
+    # value per ordering field) rejects on its own
     def decode_cursor(self, encoded: str, queryset) -> Cursor:
         """The cursor of a `next`/`previous` link; InvalidCursor for anything else.
 

@@ -71,6 +71,8 @@ def _parse_instant(raw: str):
             raise exc from None
 
 
+# complexity: checks every parameter and collects all the problems into one 400, so a client sees
+# them at once
 def parse_statistics_query(query_params) -> StatisticsWindow:
     """Validate `from`, `to`, `resolution`; raise a 400 listing every problem found."""
     errors: dict[str, list[str]] = {}

@@ -131,6 +131,8 @@ SET deviation_pct = EXCLUDED.deviation_pct,
 """
 
 
+# complexity: records today's breaches, reads their streaks back and raises the long ones; the three
+# steps share the one list of breaches
 def absolute_spike_candidates(
     *, tenant: Tenant, clock: DetectionClock, spend: list[RecentSpend]
 ) -> list[AnomalyCandidate]:
@@ -388,6 +390,8 @@ def _iso(value: datetime | None) -> str | None:
 _OUTLIER_ORDER = {"tenant": 0, "model": 1, "feature": 2, "user": 3}
 
 
+# complexity: each eligibility rule (history, monitored type, active days, a model, the thresholds)
+# skips an entity in the one loop over the series
 def statistical_outlier_candidates(
     *, context: DetectionContext, clock: DetectionClock
 ) -> list[AnomalyCandidate]:

@@ -52,6 +52,8 @@ def _budget_save(*, budget: Budget, data: dict) -> Budget:
     return budget
 
 
+# complexity: collects every problem of a budget (fields, scope, limits, duplicate scope) into one
+# error naming each field
 def _budget_validate(budget: Budget) -> None:
     errors: dict[str, list[str]] = {}
     try:

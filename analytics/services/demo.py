@@ -92,6 +92,8 @@ def _record(rng, *, at, feature, model=None, input_scale=1.0, is_retry=False) ->
     }
 
 
+# complexity: one seeded random stream runs through the three phases (hourly traffic, retry bursts,
+# budget push); their order fixes every record
 def demo_cost_records(*, now: datetime) -> Iterator[dict]:
     """Every demo cost record in time order of generation (keys `seed-<n>`)."""
     rng = random.Random(SEED)
@@ -229,6 +231,8 @@ def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
+# complexity: each part of the demo (tenant, key, tags, budget, records, runs) is created only when
+# missing, so a rerun completes it
 def demo_seed(
     *, now: datetime, progress: Callable[[str], None] = lambda message: None
 ) -> DemoResult:

@@ -283,6 +283,8 @@ FEATURE_SURGE_SHARE = 0.6
 TRAFFIC_GROWTH = 1.3
 
 
+# complexity: the causes are tried in a fixed order, each a ratio guarded against a zero or missing
+# denominator
 def derive_cause(*, current: WindowStats, previous: WindowStats, is_tenant: bool) -> str:
     """The first derived cause, in the order below, that a window shows against the previous one."""
     if (

@@ -61,6 +61,8 @@ def _reason(*, triggered: bool, deviation: float, threshold_pct: float) -> str:
     return f"{verdict}: {deviation:.1f}% deviation (threshold: {threshold_pct:g}%)"
 
 
+# complexity: one pass judges each aggregate and builds the candidate of a triggered one; both feed
+# the same upsert under the snapshot's lock
 @transaction.atomic
 def snapshot_evaluate(
     *, snapshot: CostSnapshot, threshold_pct: float = DEFAULT_THRESHOLD_PCT

@@ -242,6 +242,8 @@ def export_read(request, *, received_at: datetime) -> SpanExport:
     return export
 
 
+# complexity: the nesting rule of the docstring, decided per call from the covered spans, the stored
+# calls and the parent links
 def calls_to_price(export: SpanExport, stored: Iterable[StoredCall]) -> CallSelection:
     """Each chain of nested model calls is priced once, at its innermost call with usage.
 
@@ -382,6 +384,8 @@ def _operation(attributes: dict) -> str | None:
     return None
 
 
+# complexity: each GenAI attribute is optional and read with its own fallback; the cache-token
+# correction needs all of them
 def _call(span, ids, attributes, resource, location, latest) -> ModelCall:
     trace_id, span_id, parent = ids
     model = _text(attributes, (RESPONSE_MODEL, REQUEST_MODEL), MAX_ID_LENGTH)
@@ -418,6 +422,7 @@ def _call(span, ids, attributes, resource, location, latest) -> ModelCall:
     )
 
 
+# complexity: each attribute of an invoke_agent span is checked with a rejection of its own
 def _agent(span, ids, attributes, resource, location, latest) -> AgentInvocation:
     trace_id, span_id, _ = ids
     worker_id = _text(attributes, AGENT_NAME, MAX_ID_LENGTH) or _text(

@@ -288,6 +288,8 @@ class IdempotencyKeyConflict(Conflict):
         self.conflicts = conflicts
 
 
+# complexity: the in-batch key check, the one ingest statement and the key-conflict check run in one
+# transaction and fail together
 @transaction.atomic
 def cost_records_ingest(
     *, tenant: Tenant, records: list[dict], received_at: datetime
@@ -518,6 +520,8 @@ class TerminalRunChanged(Conflict):
         self.indexes = indexes
 
 
+# complexity: insert, re-read of raced runs, compare and update share the batch's locked rows;
+# TerminalRunChanged rolls them all back
 @transaction.atomic
 def run_records_upsert(
     *, tenant: Tenant, runs: list[dict], received_at: datetime

@@ -137,6 +137,8 @@ def _trace_lock_key(tenant_id: int, trace_id: str) -> int:
     return key - 2**32 if key >= 2**31 else key
 
 
+# complexity: retries the batch without the conflicting calls, mapping each conflict back to its
+# span's location and reason
 def _records_ingest(
     *, tenant: Tenant, calls: list[ModelCall], received_at: datetime, rejected: list
 ):
@@ -185,6 +187,8 @@ def _record(call: ModelCall, columns: list[str]) -> dict:
     return {name: values.get(name) for name in columns}
 
 
+# complexity: drops a run's repeated spans, then retries without the finished runs, keeping each
+# run's span location for its rejection
 def _runs_upsert(
     *, tenant: Tenant, agents: list[AgentInvocation], received_at: datetime, rejected: list
 ):

@@ -227,6 +227,8 @@ def baseline_band(baseline: Baseline) -> tuple[float, float]:
     return max(mean - spread, 0.0), mean + spread
 
 
+# complexity: daily and hourly windows take their expected band from different baselines; one loop
+# zero-fills and stacks both
 def chart_buckets(
     *, tenant: Tenant, window: StatisticsWindow, statistics: dict, group_by: str
 ) -> tuple[list[Bucket], list[str], str]:

@@ -368,6 +368,8 @@ def price_cells(
     return cells
 
 
+# complexity: one condition per term of the SQL price join it mirrors, kept as one expression so the
+# two read alike
 def cell_for(
     cells: Iterable[PriceCell], *, model: str, provider: str | None, at: datetime, input_tokens: int
 ) -> PriceCell | None:

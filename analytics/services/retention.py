@@ -153,6 +153,8 @@ def retention_run(
     return report.finish()
 
 
+# complexity: each partition is counted, detached, cleared of its keys and dropped in turn; a dry
+# run or a busy table stops at its own step
 def _months_drop(
     partitions: list[Partition],
     *,

@@ -96,6 +96,8 @@ def usage_statistics(
     }
 
 
+# complexity: the series, totals and model and feature breakdowns of one response, each row shaped
+# where it is read
 def cost_statistics(
     *, tenant: Tenant, window: StatisticsWindow, now: datetime | None = None
 ) -> dict:

@@ -60,6 +60,8 @@ def _secret_check(secret: str) -> None:
         )
 
 
+# complexity: each channel kind has its own required and forbidden fields, each refused naming its
+# field
 def channel_validate(channel: Channel) -> None:
     """Raise ValidationError (a dict naming the field) unless `channel` may be saved as is."""
     if channel.tenant_id is not None and channel.kind not in TENANT_CHANNEL_KINDS:

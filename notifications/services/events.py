@@ -50,6 +50,8 @@ def event_payload(*, event_type: str, data: dict, at: datetime) -> dict:
     return {"type": event_type, "timestamp": format_datetime(at), "data": data}
 
 
+# complexity: picks one rule per channel (an immediate one over a digest one) and gives each
+# delivery the status its rule's mode asks
 def event_record(
     *,
     tenant: Tenant,

@@ -28,49 +28,72 @@ def dollars(cents: Any) -> str:
     return f"${float(cents) / 100:,.2f}"
 
 
+def _incident_lines(title: str, data: dict) -> tuple[str, list[str]]:
+    incident = data.get("incident") or {}
+    title = f"{title}: {incident.get('title', '')} ({incident.get('severity', '')})"
+    lines = [
+        f"Expected {dollars(incident.get('expected_cents'))}, "
+        f"actual {dollars(incident.get('actual_cents'))} "
+        f"({dollars(incident.get('impact_cents'))} over)"
+    ]
+    for cause in (incident.get("root_causes") or [])[:3]:
+        share = cause.get("share")
+        share_text = f" ({share * 100:.0f} %)" if isinstance(share, int | float) else ""
+        lines.append(f"Root cause: {cause.get('entity_type')} {cause.get('entity_id')}{share_text}")
+    return title, lines
+
+
+def _budget_lines(title: str, data: dict) -> tuple[str, list[str]]:
+    budget = data.get("budget") or {}
+    title = f"{title}: {data.get('threshold_pct')} % of the {data.get('period')} budget"
+    line = (
+        f"Spent {dollars(data.get('spend_cents'))} of {dollars(data.get('limit_cents'))} "
+        f"({data.get('usage_pct', 0):.1f} %) on {budget.get('budget_type')} budget "
+        f"#{budget.get('id')}"
+    )
+    return title, [line]
+
+
+def _breaker_lines(title: str, data: dict) -> tuple[str, list[str]]:
+    lines = []
+    if data.get("reason"):
+        lines.append(f"Reason: {data['reason']}")
+    if data.get("drift_score") is not None:
+        lines.append(f"Drift score: {data['drift_score']:.4f}")
+    if data.get("by"):
+        lines.append(f"By: {data['by']}")
+    return f"CostSim V2 breaker {data.get('event')}", lines
+
+
+def _digest_lines(title: str, data: dict) -> tuple[str, list[str]]:
+    events = data.get("events") or []
+    title = f"{title}: {len(events)} event(s) on {data.get('day')}"
+    return title, [summary_lines(event)[0] for event in events]
+
+
+def _test_lines(title: str, data: dict) -> tuple[str, list[str]]:
+    return title, [data.get("message", "If you can read this, the channel works.")]
+
+
+# The (headline, lines) of each event type, from its title and the payload's data; every
+# `incident.*` type reads as an incident, and a type not listed is shown by its title alone.
+SUMMARIES = {
+    "incident.*": _incident_lines,
+    "budget.threshold": _budget_lines,
+    "costsim.breaker": _breaker_lines,
+    "digest": _digest_lines,
+    "test": _test_lines,
+}
+
+
 def summary_lines(payload: dict) -> tuple[str, list[str]]:
     """(headline, detail lines) of one event, shared by Slack and email."""
     kind = payload.get("type", "")
     data = payload.get("data") or {}
-    title = TITLES.get(kind, kind)
-    lines: list[str] = []
-    if kind.startswith("incident."):
-        incident = data.get("incident") or {}
-        title = f"{title}: {incident.get('title', '')} ({incident.get('severity', '')})"
-        lines.append(
-            f"Expected {dollars(incident.get('expected_cents'))}, "
-            f"actual {dollars(incident.get('actual_cents'))} "
-            f"({dollars(incident.get('impact_cents'))} over)"
-        )
-        causes = incident.get("root_causes") or []
-        for cause in causes[:3]:
-            share = cause.get("share")
-            share_text = f" ({share * 100:.0f} %)" if isinstance(share, int | float) else ""
-            lines.append(
-                f"Root cause: {cause.get('entity_type')} {cause.get('entity_id')}{share_text}"
-            )
-    elif kind == "budget.threshold":
-        budget = data.get("budget") or {}
-        title = f"{title}: {data.get('threshold_pct')} % of the {data.get('period')} budget"
-        lines.append(
-            f"Spent {dollars(data.get('spend_cents'))} of {dollars(data.get('limit_cents'))} "
-            f"({data.get('usage_pct', 0):.1f} %) on {budget.get('budget_type')} budget "
-            f"#{budget.get('id')}"
-        )
-    elif kind == "costsim.breaker":
-        title = f"CostSim V2 breaker {data.get('event')}"
-        if data.get("reason"):
-            lines.append(f"Reason: {data['reason']}")
-        if data.get("drift_score") is not None:
-            lines.append(f"Drift score: {data['drift_score']:.4f}")
-        if data.get("by"):
-            lines.append(f"By: {data['by']}")
-    elif kind == "digest":
-        events = data.get("events") or []
-        title = f"{title}: {len(events)} event(s) on {data.get('day')}"
-        lines += [summary_lines(event)[0] for event in events]
-    elif kind == "test":
-        lines.append(data.get("message", "If you can read this, the channel works."))
+    title, lines = TITLES.get(kind, kind), []
+    summarise = SUMMARIES.get("incident.*" if kind.startswith("incident.") else kind)
+    if summarise is not None:
+        title, lines = summarise(title, data)
     if data.get("admin_url"):
         lines.append(f"Details: {data['admin_url']}")
     return title, lines

@@ -205,6 +205,8 @@ UPDATED_FIELDS = [
 ]
 
 
+# complexity: each delivery's outcome (channel disabled, sent, nothing to send, send error) is
+# recorded, counted and timed in the one locked batch
 @transaction.atomic
 def deliveries_dispatch(*, batch_size: int | None = None) -> DispatchResult:
     """Send one batch of due pending deliveries; safe to run side by side."""

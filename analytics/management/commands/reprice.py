@@ -36,6 +36,8 @@ class Command(BaseCommand):
             help=f"days of records per statement and commit (default {DEFAULT_CHUNK.days})",
         )
 
+    # complexity: checks every option before any tenant is touched, then reports each tenant's
+    # result and the total
     def handle(self, *args, **options):
         since = self._instant("--since", options["since"])
         until = None if options["until"] is None else self._instant("--until", options["until"])
