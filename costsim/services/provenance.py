@@ -16,13 +16,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.utils import timezone
 from django_prometheus.db.common import ExportingCursorWrapper
 
 from analytics.datetimes import format_datetime, parse_aware_datetime
-from analytics.hashing import short_hash
+from analytics.hashing import canonical_json, sha256_text_hex, short_hash
 from analytics.models import Tenant
 from analytics.selectors.tenancy import API_KEY_GENERATION_SQL
 from analytics.services.locks import LockId, leader_lock
@@ -193,9 +193,17 @@ def provenance_input_json(
 
 # complexity: one conditional per column that a missing V1, V2 or comparison leaves null
 def _entry_values(
-    entry: ProvenanceEntry, *, v2_output: dict[str, Any] | None = None
+    entry: ProvenanceEntry,
+    *,
+    v2_output: dict[str, Any] | None = None,
+    input_text: str | None = None,
 ) -> dict[str, Any]:
-    """Return the column values (by field name, tenant excluded) of one comparison's row."""
+    """Return the column values (by field name, tenant excluded) of one comparison's row.
+
+    `input_text` is canonical_json(entry.input_json) when the caller has it already.
+    """
+    if input_text is None:
+        input_text = canonical_json(entry.input_json)
     v1, v2, comparison = entry.v1_result, entry.v2_result, entry.comparison
     if v2_output is None and v2 is not None:
         v2_output = v2.to_dict()
@@ -209,7 +217,8 @@ def _entry_values(
         "adapter_version": settings.COSTSIM_ADAPTER_VERSION,
         "commit_sha": settings.GIT_COMMIT_SHA,
         "input_json": entry.input_json,
-        "input_hash": short_hash(entry.input_json, INPUT_HASH_LENGTH),
+        # short_hash of input_json, from the canonical text already at hand.
+        "input_hash": sha256_text_hex(input_text)[:INPUT_HASH_LENGTH],
         "output_json": v2_output,
         "output_hash": v2.output_hash if v2 is not None else "",
         "v1_cost": v1_cost,
@@ -272,10 +281,19 @@ def _json_param(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _value_params(values: dict[str, Any]) -> list[Any]:
-    """The parameters of the hand-written INSERTs, in `_VALUE_FIELDS` order."""
+def _value_params(values: dict[str, Any], *, input_text: str) -> list[Any]:
+    """The parameters of the hand-written INSERTs, in `_VALUE_FIELDS` order.
+
+    input_json is sent as `input_text`, its canonical text (the one input_hash digests), so
+    the document is serialised once. jsonb keeps the value, not the text (key order and
+    spacing are not stored), so the row holds what JSONField's own text would give.
+    """
     return [
-        _json_param(values[name]) if name in _JSON_FIELDS else values[name]
+        input_text
+        if name == "input_json"
+        else _json_param(values[name])
+        if name in _JSON_FIELDS
+        else values[name]
         for name in _VALUE_FIELDS
     ]
 
@@ -310,6 +328,7 @@ def provenance_record(
     settings; the column types and lengths are still enforced by PostgreSQL, so a value
     that does not fit (a misconfigured version string) fails the INSERT instead.
     """
+    input_text = canonical_json(input_json)
     values = _entry_values(
         ProvenanceEntry(
             tenant=tenant,
@@ -321,8 +340,9 @@ def provenance_record(
             comparison=comparison,
         ),
         v2_output=v2_output,
+        input_text=input_text,
     )
-    params = [tenant.pk, *_value_params(values)]
+    params = [tenant.pk, *_value_params(values, input_text=input_text)]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(), params)
         (pk,) = cursor.fetchone()
@@ -377,12 +397,15 @@ def _server_binding_cursor():
     is wrapped as Django wraps its own (query log, database error classes) and counted in
     the django-prometheus query metrics like every other statement.
     """
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    cursor = _server_binding_class(connection.alias, connection.vendor)(connection.connection)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
+    # The wrapper itself, looked up once: every attribute of the `connection` proxy is a
+    # lookup of its own.
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    wrapper.ensure_connection()
+    wrapper.validate_thread_sharing()
+    cursor = _server_binding_class(wrapper.alias, wrapper.vendor)(wrapper.connection)
+    if wrapper.queries_logged:
+        return wrapper.make_debug_cursor(cursor)
+    return wrapper.make_cursor(cursor)
 
 
 @cache
@@ -413,6 +436,7 @@ def provenance_record_if_steady(
     the long way. The row is committed with the statement (autocommit) before any answer
     reports it, like provenance_record's.
     """
+    input_text = canonical_json(input_json)
     values = _entry_values(
         ProvenanceEntry(
             tenant=tenant,
@@ -424,8 +448,9 @@ def provenance_record_if_steady(
             comparison=comparison,
         ),
         v2_output=v2_output,
+        input_text=input_text,
     )
-    params: list[Any] = [BREAKER_NAME, tenant.pk, *_value_params(values)]
+    params: list[Any] = [BREAKER_NAME, tenant.pk, *_value_params(values, input_text=input_text)]
     params += [key_generation, key_generation]
     with _server_binding_cursor() as cursor:
         cursor.execute(_steady_insert_sql(), params)

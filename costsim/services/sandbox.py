@@ -458,15 +458,25 @@ class _Shadow:
             return
         if self.v2 is None:
             return
-        metrics.simulations_total.labels(tenant=slug, status=self.v2.status).inc()
-        metrics.simulation_duration_ms.labels(tenant=slug).observe(self.v2.runtime_ms)
+        _child(metrics.simulations_total, slug, self.v2.status).inc()
+        _child(metrics.simulation_duration_ms, slug).observe(self.v2.runtime_ms)
         if self.v2.status == SCHEMA_ERROR:
             metrics.schema_errors_total.labels(tenant=slug, error_type=SCHEMA_ERROR).inc()
         if self.comparison is not None:
-            metrics.drift_score.labels(tenant=slug).observe(self.comparison.drift_score)
-            metrics.cost_delta_cents.labels(tenant=slug).observe(
-                abs(self.comparison.cost_delta_cents)
-            )
-            metrics.comparison_verdict_total.labels(
-                tenant=slug, verdict=self.comparison.verdict
-            ).inc()
+            _child(metrics.drift_score, slug).observe(self.comparison.drift_score)
+            _child(metrics.cost_delta_cents, slug).observe(abs(self.comparison.cost_delta_cents))
+            _child(metrics.comparison_verdict_total, slug, self.comparison.verdict).inc()
+
+
+# The labelled children of the shadow metrics, by metric and label values (in the metric's
+# label order). prometheus_client hands out the same child for the same values every time,
+# so keeping it skips only its label checks; this runs on every shadowed simulation.
+_children: dict[tuple, Any] = {}
+
+
+def _child(metric, *values: str):
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child

@@ -16,6 +16,7 @@ import pytest
 from django.db import DataError, connection, connections
 from django.utils import timezone
 
+from analytics.hashing import short_hash
 from analytics.models import ApiKey
 from costsim.models import BREAKER_NAME, CircuitBreaker, Provenance
 from costsim.selectors import BreakerSnapshot, circuit_breaker_snapshot
@@ -434,3 +435,49 @@ def test_expired_open_breaker_recovers_on_the_api_path(api_client, breaker_row, 
     assert response.json()["v2_error"] is None
     assert _breaker().disabled is False
     assert Provenance.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_input_sent_as_canonical_text_is_stored_as_the_orm_stores_it(tenant, breaker_row):
+    # given: a plan whose keys are out of order, with non-ASCII text, floats and nesting
+    plan = [
+        {
+            "skill": "llm_invoke",
+            "params": {"zeta": 1.5, "prompt": 'Résumé ☃ "quoted"', "alpha": [3, {"b": 0.1}]},
+            "iterations": 2,
+        }
+    ]
+    input_json = provenance_input_json(plan=plan, budget_cents=250, allowed_skills=["llm_invoke"])
+    v1 = estimate_v1(plan, budget_cents=250, allowed_skills=["llm_invoke"])
+    v2 = estimate_v2(plan, budget_cents=250, allowed_skills=["llm_invoke"])
+    entry = ProvenanceEntry(
+        tenant=tenant,
+        run_id=None,
+        source="sandbox",
+        input_json=input_json,
+        v1_result=v1,
+        v2_result=v2,
+        comparison=compare(v1, v2),
+    )
+    # when: written by the one-statement path and through JSONField
+    fast = provenance_record_if_steady(
+        tenant=tenant,
+        run_id=None,
+        source="sandbox",
+        input_json=input_json,
+        v1_result=v1,
+        v2_result=v2,
+        comparison=compare(v1, v2),
+    )
+    (orm,) = provenance_record_many(entries=[entry])
+    # then: PostgreSQL holds the same document (as jsonb and as its text) and the same hash
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT input_json::text, input_hash FROM costsim_provenance WHERE id = %s "
+            "UNION ALL SELECT input_json::text, input_hash FROM costsim_provenance WHERE id = %s",
+            [fast.row_id, orm.pk],
+        )
+        (fast_text, fast_hash), (orm_text, orm_hash) = cursor.fetchall()
+    assert fast_text == orm_text
+    assert fast_hash == orm_hash == short_hash(input_json, 16)
+    assert Provenance.objects.get(pk=fast.row_id).input_json == input_json
