@@ -450,26 +450,18 @@ def test_input_sent_as_canonical_text_is_stored_as_the_orm_stores_it(tenant, bre
     input_json = provenance_input_json(plan=plan, budget_cents=250, allowed_skills=["llm_invoke"])
     v1 = estimate_v1(plan, budget_cents=250, allowed_skills=["llm_invoke"])
     v2 = estimate_v2(plan, budget_cents=250, allowed_skills=["llm_invoke"])
-    entry = ProvenanceEntry(
-        tenant=tenant,
-        run_id=None,
-        source="sandbox",
-        input_json=input_json,
-        v1_result=v1,
-        v2_result=v2,
-        comparison=compare(v1, v2),
-    )
+    fields = {
+        "tenant": tenant,
+        "run_id": None,
+        "source": "sandbox",
+        "input_json": input_json,
+        "v1_result": v1,
+        "v2_result": v2,
+        "comparison": compare(v1, v2),
+    }
     # when: written by the one-statement path and through JSONField
-    fast = provenance_record_if_steady(
-        tenant=tenant,
-        run_id=None,
-        source="sandbox",
-        input_json=input_json,
-        v1_result=v1,
-        v2_result=v2,
-        comparison=compare(v1, v2),
-    )
-    (orm,) = provenance_record_many(entries=[entry])
+    fast = provenance_record_if_steady(**fields)
+    (orm,) = provenance_record_many(entries=[ProvenanceEntry(**fields)])
     # then: PostgreSQL holds the same document (as jsonb and as its text) and the same hash
     with connection.cursor() as cursor:
         cursor.execute(
