@@ -306,7 +306,8 @@ def _incident_for(
     entities that explain it are one incident). Incidents whose window overlaps the
     anomaly's are tried before those it only touches, so a change on a day belongs to that
     day's incident rather than to yesterday's. A material change beside an unrelated
-    incident (a runaway user during a drift) is an incident of its own.
+    incident (a runaway user during a drift) is an incident of its own, and so is a change
+    beside an incident that no longer runs, only echoes in the drift rule's rolling week.
     """
     for incident in nearby:
         if incident.pk == verdict.anomaly.incident_id:
@@ -316,6 +317,8 @@ def _incident_for(
         for incident in nearby
         if _family_of(incident) == verdict.family and _touches(incident, verdict)
     ]
+    if verdict.family == ("cost",):
+        touching = [i for i in touching if _still_running(i, verdict.anomaly, context)]
     if not touching or verdict.family != ("cost",):
         return touching[0] if touching else None
     cause = verdict.scope
@@ -350,6 +353,29 @@ def _incident_for(
                 if prefers(incident):
                     return incident
     return None
+
+
+def _still_running(incident: Incident, anomaly: Anomaly, context: DetectionContext) -> bool:
+    """Whether an incident's change still runs on the days just before an anomaly's own days.
+
+    A one-day jump stays in the 7-day average for a week, so the drift rule keeps reporting
+    it: an echo that extends the incident without anything rising. A later change beside
+    such an echo is not the incident's change: it takes the incident only when the
+    incident's scope still ran above its expectation over the days before it (the drift's
+    money floors, beyond its noise). Days that reach back to the incident's first day are
+    the incident itself, so a change right after a jump still joins it.
+    """
+    start, _ = anomaly_window(anomaly)
+    since = start - timedelta(days=expectation.RECENT_LEVEL_DAYS)
+    if since <= incident.started_on:
+        return True
+    judgement = context.judge(
+        (incident.entity_type, incident.entity_id), since, start - timedelta(days=1)
+    )
+    if judgement is None:
+        return True
+    min_cents, min_pct = context.settings.floors(IncidentKind.DRIFT)
+    return judgement.passes(min_cents=min_cents, min_pct=min_pct, z_threshold=ENTITY_TENANT_Z)
 
 
 def _main_causes_of(

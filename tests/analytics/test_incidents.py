@@ -288,6 +288,38 @@ def test_a_change_on_top_of_an_ongoing_drift_is_explained_by_what_rose(tenant):
     assert "chat" not in {c["entity_id"] for c in new.root_causes}
 
 
+def test_a_change_inside_a_jumps_drift_echo_opens_its_own_incident(tenant):
+    # given chat at eight times its spend on X alone (the rolling week then runs 1.25x over
+    # its baseline for a week, so the drift rule keeps reporting the jump), and search
+    # tripled six days later, while the drift echo still extends the jump's incident
+    later = day_after(X, 6)
+    spend_history(tenant, last=later, changes={X: {"chat": 8}, later: {"search": 3}})
+    for n in range(1, 7):
+        detect(tenant, day_after(X, n))
+    (jump,) = Incident.objects.filter(tenant=tenant)
+    assert jump.kind == IncidentKind.DRIFT  # the echo joined the jump and extended it
+    assert jump.last_seen_on >= day_after(X, 5)
+    assert jump.root_causes[0]["entity_id"] == "chat"
+
+    # when detection judges the day search rose
+    result = detect(tenant, day_after(later))
+
+    # then search's change is an incident of its own, explained by search; the jump's
+    # incident keeps only its echo of that day and chat as its first cause
+    (new,) = [i for i in result["incidents"] if i.pk != jump.pk]
+    assert result["opened"] == 1
+    assert (new.started_on, new.last_seen_on) == (later, later)
+    assert (new.root_causes[0]["entity_type"], new.root_causes[0]["entity_id"]) == (
+        "feature",
+        "search",
+    )
+    assert {("tenant", None), ("feature", "search")} <= scopes(new.anomalies.all())
+    jump.refresh_from_db()
+    echo = jump.anomalies.filter(anomaly_date=later)
+    assert {a.anomaly_type for a in echo} <= {AnomalyType.SUSTAINED_DRIFT}
+    assert jump.root_causes[0]["entity_id"] == "chat"
+
+
 def test_a_budget_anomaly_is_an_incident_of_its_own(tenant):
     # given the export spike on X and a monthly budget March has already overrun
     spend_history(tenant, last=X, changes=scaled(3, X))
