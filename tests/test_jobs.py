@@ -26,6 +26,7 @@ from analytics.services.jobs import DAILY_SNAPSHOTS, HOURLY_SNAPSHOTS, tenant_jo
 from analytics.services.locks import LockId
 from analytics.tasks import detect_anomalies_task, hourly_snapshots_task
 from tests.factories import CostRecordFactory, TenantFactory, utc
+from tests.jobs_support import lose_connection_once_at, snapshot_versions
 
 pytestmark = pytest.mark.django_db
 
@@ -46,10 +47,6 @@ def tenants(frozen):
         CostRecordFactory(tenant=tenant, created_at=HOUR, cost_cents=Decimal("2"))
     TenantFactory(slug="asleep", is_active=False)
     return made
-
-
-def snapshot_versions() -> list[int]:
-    return list(CostSnapshot.objects.order_by("tenant_id").values_list("version", flat=True))
 
 
 @override_settings(JOBS_CHUNK_SIZE=2)
@@ -122,16 +119,7 @@ def test_a_chunk_retried_after_a_lost_connection_skips_committed_tenants(tenants
     # given a run whose chunk loses its database connection at the fourth tenant
     run = job_run_start(spec=HOURLY_SNAPSHOTS, now=NOW)
     chunk = run.chunks.get()
-    real = jobs_module.snapshot_compute
-    calls = []
-
-    def flaky(*, tenant, **kwargs):
-        calls.append(tenant.slug)
-        if tenant.slug == "t3" and calls.count("t3") == 1:
-            raise OperationalError("server closed the connection unexpectedly")
-        return real(tenant=tenant, **kwargs)
-
-    monkeypatch.setattr(jobs_module, "snapshot_compute", flaky)
+    calls = lose_connection_once_at(monkeypatch, "t3")
     with pytest.raises(OperationalError):
         job_chunk_run(chunk_id=chunk.pk, max_attempts=4)
     chunk.refresh_from_db()

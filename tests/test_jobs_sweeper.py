@@ -14,7 +14,6 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from analytics.models import CostSnapshot, JobChunk
-from analytics.services import jobs as jobs_module
 from analytics.services.job_runs import (
     STALLED_RESEND_SQL,
     job_chunk_note_retry,
@@ -25,6 +24,7 @@ from analytics.services.job_runs import (
 from analytics.services.jobs import HOURLY_SNAPSHOTS
 from analytics.tasks import sweep_job_runs_task
 from tests.factories import CostRecordFactory, TenantFactory, utc
+from tests.jobs_support import lose_connection_once_at, snapshot_versions
 
 pytestmark = pytest.mark.django_db
 
@@ -40,10 +40,6 @@ def tenants():
         for tenant in made:
             CostRecordFactory(tenant=tenant, created_at=HOUR, cost_cents=Decimal("2"))
     return made
-
-
-def snapshot_versions() -> list[int]:
-    return list(CostSnapshot.objects.order_by("tenant_id").values_list("version", flat=True))
 
 
 @override_settings(JOBS_CHUNK_SIZE=2)
@@ -72,16 +68,7 @@ def test_a_chunk_whose_retry_was_lost_runs_again_without_duplicates(tenants, mon
     # given a chunk that lost its database at the fourth tenant and whose retry never came
     run = job_run_start(spec=HOURLY_SNAPSHOTS, now=NOW)
     chunk = run.chunks.get()
-    real = jobs_module.snapshot_compute
-    calls = []
-
-    def flaky(*, tenant, **kwargs):
-        calls.append(tenant.slug)
-        if tenant.slug == "t3" and calls.count("t3") == 1:
-            raise OperationalError("server closed the connection unexpectedly")
-        return real(tenant=tenant, **kwargs)
-
-    monkeypatch.setattr(jobs_module, "snapshot_compute", flaky)
+    calls = lose_connection_once_at(monkeypatch, "t3")
     with time_machine.travel(NOW, tick=False):
         with pytest.raises(OperationalError):
             job_chunk_run(chunk_id=chunk.pk, max_attempts=4)

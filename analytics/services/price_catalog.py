@@ -267,7 +267,16 @@ def _catalog_cells(
     date-dependent prices do not change (the caller splits at CATALOG dates)."""
     info = catalog_model(model, provider)
     if info is None:
-        return [_unpriced_cell(model=model, provider=provider, start=start, end=end)]
+        return [
+            _whole_span_cell(
+                model=model,
+                provider=provider,
+                start=start,
+                end=end,
+                source=SOURCE_UNPRICED,
+                rate=None,
+            )
+        ]
     cells = []
     day = start.date()
     times = _times_of_day(info)
@@ -296,20 +305,21 @@ def _catalog_cells(
     return cells
 
 
-def _unpriced_cell(
-    *, model: str, provider: str | None, start: datetime, end: datetime
+def _whole_span_cell(
+    *, model: str, provider: str | None, start: datetime, end: datetime, source: str, rate
 ) -> PriceCell:
+    """One cell over [start, end): every time of day and every prompt size at one rate."""
     return PriceCell(
         model=model,
         provider=provider,
-        source=SOURCE_UNPRICED,
+        source=source,
         valid_from=start,
         valid_until=end,
         tod_from=MIDNIGHT,
         tod_until=None,
         min_input=-1,
         max_input=None,
-        rate=None,
+        rate=rate,
     )
 
 
@@ -352,16 +362,12 @@ def price_cells(
                 cells.extend(_catalog_cells(model=model, provider=provider, start=start, end=end))
             else:
                 cells.append(
-                    PriceCell(
+                    _whole_span_cell(
                         model=model,
                         provider=provider,
+                        start=start,
+                        end=end,
                         source=SOURCE_OVERRIDE,
-                        valid_from=start,
-                        valid_until=end,
-                        tod_from=MIDNIGHT,
-                        tod_until=None,
-                        min_input=-1,
-                        max_input=None,
                         rate=rule.rate,
                     )
                 )

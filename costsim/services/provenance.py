@@ -298,6 +298,16 @@ def _value_params(values: dict[str, Any], *, input_text: str) -> list[Any]:
     ]
 
 
+def _entry_params(
+    entry: ProvenanceEntry, *, v2_output: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[Any]]:
+    """The row values of `entry` and the hand-written INSERTs' parameters for them, its
+    input serialised once for both the hash and the parameter."""
+    input_text = canonical_json(entry.input_json)
+    values = _entry_values(entry, v2_output=v2_output, input_text=input_text)
+    return values, _value_params(values, input_text=input_text)
+
+
 def _count_written(rows: Iterable[Provenance]) -> None:
     for row in rows:
         metrics.provenance_logs_total.labels(tenant=row.tenant.slug, source=row.source).inc()
@@ -328,8 +338,7 @@ def provenance_record(
     settings; the column types and lengths are still enforced by PostgreSQL, so a value
     that does not fit (a misconfigured version string) fails the INSERT instead.
     """
-    input_text = canonical_json(input_json)
-    values = _entry_values(
+    values, value_params = _entry_params(
         ProvenanceEntry(
             tenant=tenant,
             run_id=run_id,
@@ -340,9 +349,8 @@ def provenance_record(
             comparison=comparison,
         ),
         v2_output=v2_output,
-        input_text=input_text,
     )
-    params = [tenant.pk, *_value_params(values, input_text=input_text)]
+    params = [tenant.pk, *value_params]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(), params)
         (pk,) = cursor.fetchone()
@@ -436,8 +444,7 @@ def provenance_record_if_steady(
     the long way. The row is committed with the statement (autocommit) before any answer
     reports it, like provenance_record's.
     """
-    input_text = canonical_json(input_json)
-    values = _entry_values(
+    _, value_params = _entry_params(
         ProvenanceEntry(
             tenant=tenant,
             run_id=run_id,
@@ -448,9 +455,8 @@ def provenance_record_if_steady(
             comparison=comparison,
         ),
         v2_output=v2_output,
-        input_text=input_text,
     )
-    params: list[Any] = [BREAKER_NAME, tenant.pk, *_value_params(values, input_text=input_text)]
+    params: list[Any] = [BREAKER_NAME, tenant.pk, *value_params]
     params += [key_generation, key_generation]
     with _server_binding_cursor() as cursor:
         cursor.execute(_steady_insert_sql(), params)

@@ -367,18 +367,33 @@ class _Shadow:
         key_generation: int | None,
     ) -> SteadyWrite:
         return provenance_record_if_steady(
-            tenant=self.tenant,
-            run_id=self.run_id,
-            source=self.source,
-            input_json=provenance_input_json(
-                plan=raw_plan, budget_cents=budget_cents, allowed_skills=allowed_skills
+            **self._provenance_fields(
+                v1=v1, raw_plan=raw_plan, budget_cents=budget_cents, allowed_skills=allowed_skills
             ),
-            v1_result=v1,
-            v2_result=self.v2,
-            comparison=self.comparison,
-            v2_output=self.v2_output,
             key_generation=key_generation,
         )
+
+    def _provenance_fields(
+        self,
+        *,
+        v1: V1Result,
+        raw_plan: list[Any],
+        budget_cents: int,
+        allowed_skills: list[str] | None,
+    ) -> dict[str, Any]:
+        """The provenance row of this comparison, as both write paths take it."""
+        return {
+            "tenant": self.tenant,
+            "run_id": self.run_id,
+            "source": self.source,
+            "input_json": provenance_input_json(
+                plan=raw_plan, budget_cents=budget_cents, allowed_skills=allowed_skills
+            ),
+            "v1_result": v1,
+            "v2_result": self.v2,
+            "comparison": self.comparison,
+            "v2_output": self.v2_output,
+        }
 
     def run(
         self,
@@ -427,16 +442,12 @@ class _Shadow:
 
         if settings.COSTSIM_PROVENANCE_ENABLED:
             provenance_record(
-                tenant=self.tenant,
-                run_id=self.run_id,
-                source=self.source,
-                input_json=provenance_input_json(
-                    plan=raw_plan, budget_cents=budget_cents, allowed_skills=allowed_skills
-                ),
-                v1_result=v1,
-                v2_result=self.v2,
-                comparison=self.comparison,
-                v2_output=self.v2_output,
+                **self._provenance_fields(
+                    v1=v1,
+                    raw_plan=raw_plan,
+                    budget_cents=budget_cents,
+                    allowed_skills=allowed_skills,
+                )
             )
 
     def fill(self, response: dict[str, Any]) -> None:
