@@ -486,6 +486,35 @@ def test_steady_shadowed_simulation_is_one_statement(
     assert Provenance.objects.count() == 2
 
 
+def _prepared_provenance_statements() -> list[tuple[bool, int]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT from_sql, generic_plans + custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ['%INSERT INTO "costsim_provenance"%'],
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_steady_statement_is_prepared_once_per_connection(api_client, sandbox_on):
+    # given: a warm key and a steady breaker; the session has prepared the statement once
+    for _ in range(2):
+        assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+    [(from_sql, runs)] = _prepared_provenance_statements()
+    assert from_sql is False  # by the protocol, not SQL PREPARE
+    # when: two more simulations on the same connection
+    for _ in range(2):
+        assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").json()["v2_error"] is None
+    # then: they ran the same prepared statement
+    assert _prepared_provenance_statements() == [(False, runs + 2)]
+    # and a new connection (a new session) prepares it again, and every row is written
+    connection.close()
+    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").json()["v2_error"] is None
+    assert _prepared_provenance_statements() == [(False, 1)]
+    assert Provenance.objects.count() == 5
+
+
 def test_unsteady_breaker_reads_key_and_breaker_in_one_statement(api_client, sandbox_on):
     # given: a warm key, and a breaker with a failure streak this process has seen
     assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
