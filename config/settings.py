@@ -87,20 +87,10 @@ TEMPLATES = [
 # Database: DATABASE_URL, or an embedded PostgreSQL started from a pip wheel (config/database.py).
 # No per-request health check (a SELECT 1 round trip on every request): a connection broken
 # while idle fails one request and is then discarded (docs/decisions.md, CostSim core).
-_default_database = dj_database_url.parse(
-    resolve_database_url(), conn_max_age=60, conn_health_checks=False
-)
 DATABASES = {
     "default": {
-        **_default_database,
+        **dj_database_url.parse(resolve_database_url(), conn_max_age=60, conn_health_checks=False),
         "ENGINE": "django_prometheus.db.backends.postgresql",
-        # psycopg prepares a statement only where the code asks for it (prepare=True: the
-        # shadowed simulation's provenance statement, costsim/services/provenance.py).
-        # Django's own cursors bind on the client and never prepare, and no statement
-        # reaches this count by repetition. Django's default, None, would refuse even an
-        # explicit request. A pooler in front of PostgreSQL must keep protocol-level
-        # prepared statements per client (PgBouncer >= 1.21, max_prepared_statements).
-        "OPTIONS": {**_default_database.get("OPTIONS", {}), "prepare_threshold": 2**31 - 1},
     }
 }
 # An optional read replica (a streaming standby of the primary). Statistics, exports and the

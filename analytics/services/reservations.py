@@ -20,14 +20,14 @@ One round trip: the statements travel as one batch (a multi-statement query, whi
 PostgreSQL runs as one implicit transaction, each statement with its own snapshot) and the
 transaction commits on the server as soon as the last one ends, so the budget locks are
 never held while Python runs or the network answers. The statements are prepared once per
-database session and executed with their generic plans: planning them over the partitioned
-cost records costs more than running them. Outside a transaction the commit is
-asynchronous unless BUDGET_RESERVE_SYNCHRONOUS_COMMIT is set: the locks are released before
-the WAL flush instead of after it. Other sessions see a reservation once it commits either
-way, so the limit holds exactly under concurrency; what asynchronous commit gives up is
-durability across a crash of the database server itself, which can lose the reservations
-acknowledged in its last ~0.6 s (3 × wal_writer_delay). Those calls then run without a hold,
-and their cost records still count as spend once they arrive.
+database session (analytics/prepared.py) and executed with their generic plans: planning
+them over the partitioned cost records costs more than running them. Outside a transaction
+the commit is asynchronous unless BUDGET_RESERVE_SYNCHRONOUS_COMMIT is set: the locks are
+released before the WAL flush instead of after it. Other sessions see a reservation once it
+commits either way, so the limit holds exactly under concurrency; what asynchronous commit
+gives up is durability across a crash of the database server itself, which can lose the
+reservations acknowledged in its last ~0.6 s (3 × wal_writer_delay). Those calls then run
+without a hold, and their cost records still count as spend once they arrive.
 
 Retries: a reserve whose call (request_id, else run_id) already has an open reservation
 answers that reservation (`replayed`) instead of holding twice; a unique index on open
@@ -41,7 +41,6 @@ read (its actual cost is in the spend from then on). The expiry job
 after its TTL.
 """
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -52,6 +51,12 @@ from django.utils import timezone
 
 from analytics.errors import Conflict
 from analytics.models import BudgetPeriod, BudgetReservation, Tenant
+from analytics.prepared import (
+    PreparedStatement,
+    prepared_statement,
+    session_prepared,
+    session_prepared_unknown,
+)
 from analytics.selectors.budgets import (
     BUDGET_SPEND_LATERAL,
     RESERVATION_RECORDS_WINDOW,
@@ -357,73 +362,28 @@ _PARAM_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """A statement prepared once per database session (SQL-level PREPARE) and run by
-    EXECUTE: planning the spend read over the partitioned cost records costs several times
-    what executing it does, and a prepared generic plan is made once per connection."""
-
-    name: str
-    prepare: str
-    execute: str
-
-
-def _prepared(name: str, sql: str) -> _Prepared:
-    names: list[str] = []
-
-    def number(match: re.Match) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    body = re.sub(r"%\((\w+)\)s", number, sql)
-    # A parameter not listed (one the shared spend SQL gains later) is left for PostgreSQL
-    # to infer from where it is used.
-    types = ", ".join(_PARAM_TYPES.get(param, "unknown") for param in names)
-    arguments = ", ".join(f"%({param})s" for param in names)
-    return _Prepared(
-        name=name,
-        prepare=f"PREPARE {name} ({types}) AS {body}",
-        execute=f"EXECUTE {name} ({arguments})",
-    )
-
-
-_LOCK = _prepared("costwise_reserve_lock", _LOCK_BUDGETS_SQL)
+_LOCK = prepared_statement("costwise_reserve_lock", _LOCK_BUDGETS_SQL, _PARAM_TYPES)
 _CALL_STATEMENTS = {
     call: (
-        _prepared(
-            f"costwise_reserve_close_{call}", _CLOSE_LAPSED_OF_CALL_SQL.format(same_call=same_call)
+        prepared_statement(
+            f"costwise_reserve_close_{call}",
+            _CLOSE_LAPSED_OF_CALL_SQL.format(same_call=same_call),
+            _PARAM_TYPES,
         ),
-        _prepared(f"costwise_reserve_{call}", _RESERVE_SQL.format(same_call=same_call)),
+        prepared_statement(
+            f"costwise_reserve_{call}", _RESERVE_SQL.format(same_call=same_call), _PARAM_TYPES
+        ),
         _OPEN_OF_CALL_SQL.format(same_call=same_call),
     )
     for call, same_call in _SAME_CALL.items()
 }
-_RELEASE = _prepared("costwise_reserve_release", _RELEASE_SQL)
-_ALL_PREPARED = [_LOCK, _RELEASE, *(s for c in _CALL_STATEMENTS.values() for s in c[:2])]
+_RELEASE = prepared_statement("costwise_reserve_release", _RELEASE_SQL, _PARAM_TYPES)
 
 
-def _prepared_names(cursor) -> set[str]:
-    """The statements prepared in this connection's session. Tracked per connection object
-    (a new connection is a new session); after a failed batch the session is asked, since
-    PREPARE is not undone by the rollback that follows."""
-    state = getattr(connection, "_costwise_reserve_prepared", None)
-    if state is None or state[0] is not connection.connection:
-        state = (connection.connection, set())
-    elif state[1] is None:
-        cursor.execute(
-            "SELECT name FROM pg_prepared_statements WHERE name = ANY(%(names)s)",
-            {"names": [statement.name for statement in _ALL_PREPARED]},
-        )
-        state = (connection.connection, {name for (name,) in cursor.fetchall()})
-    connection._costwise_reserve_prepared = state
-    return state[1]
-
-
-def _execute_batch(cursor, statements: list[_Prepared], params: dict) -> None:
+def _execute_batch(cursor, statements: list[PreparedStatement], params: dict) -> None:
     """Run `statements` as one batch (see the module docstring), preparing those this
     session has not prepared yet; the cursor is left on the last statement's rows."""
-    prepared = _prepared_names(cursor)
+    prepared = session_prepared(cursor)
     batch = [statement.prepare for statement in statements if statement.name not in prepared]
     # Generic plans from the first execution: custom plans would be planned every time.
     batch.append("SET LOCAL plan_cache_mode = force_generic_plan")
@@ -435,7 +395,7 @@ def _execute_batch(cursor, statements: list[_Prepared], params: dict) -> None:
     try:
         cursor.execute(";\n".join(batch), params)
     except Exception:
-        connection._costwise_reserve_prepared = (connection.connection, None)
+        session_prepared_unknown()
         raise
     prepared.update(statement.name for statement in statements)
     while cursor.nextset():

@@ -181,20 +181,21 @@ _SNAPSHOT_FIELDS = BreakerSnapshot._fields
 
 
 @cache
-def _snapshot_sql() -> str:
+def _snapshot_sql(placeholder: str = "%s") -> str:
     opts = CircuitBreaker._meta
     quote = connection.ops.quote_name
     columns = ", ".join(quote(opts.get_field(name).column) for name in _SNAPSHOT_FIELDS)
     return (
         f"SELECT {columns} FROM {quote(opts.db_table)} "
-        f"WHERE {quote(opts.get_field('name').column)} = %s"
+        f"WHERE {quote(opts.get_field('name').column)} = {placeholder}"
     )
 
 
-def circuit_breaker_snapshot_sql() -> str:
-    """The SELECT of circuit_breaker_snapshot (one `%s` parameter, BREAKER_NAME), for a
-    caller that reads the row in a statement of its own; its columns are BreakerSnapshot's."""
-    return _snapshot_sql()
+def circuit_breaker_snapshot_sql(placeholder: str = "%s") -> str:
+    """The SELECT of circuit_breaker_snapshot (one parameter, BREAKER_NAME, written as
+    `placeholder`), for a caller that reads the row in a statement of its own; its columns
+    are BreakerSnapshot's."""
+    return _snapshot_sql(placeholder)
 
 
 def circuit_breaker_snapshot() -> BreakerSnapshot | None:

@@ -16,14 +16,18 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.backends.postgresql.base import ServerBindingCursor
+from django.db import connection, transaction
 from django.utils import timezone
-from django_prometheus.db.common import ExportingCursorWrapper
 
 from analytics.datetimes import format_datetime, parse_aware_datetime
 from analytics.hashing import canonical_json, sha256_text_hex, short_hash
 from analytics.models import Tenant
+from analytics.prepared import (
+    PreparedStatement,
+    ensure_prepared,
+    prepared_statement,
+    session_prepared_unknown,
+)
 from analytics.selectors.tenancy import API_KEY_GENERATION_SQL
 from analytics.services.locks import LockId, leader_lock
 from analytics.validators import (
@@ -375,68 +379,38 @@ def _base_type(field) -> str:
     return re.sub(r"\(\d+\)$", "", db_type)
 
 
+# The parameters of the steady statement that carry the row's values, in _INSERT_FIELDS order.
+_STEADY_VALUE_PARAMS = tuple(f"v{index}" for index in range(len(_INSERT_FIELDS)))
+
+
 @cache
-def _steady_insert_sql() -> str:
+def _steady_insert() -> PreparedStatement:
+    """The statement of provenance_record_if_steady, prepared once per database session:
+    parsing and planning it cost PostgreSQL four times what executing it does."""
     opts = Provenance._meta
     quote = connection.ops.quote_name
     columns = ", ".join(quote(opts.get_field(name).column) for name in _INSERT_FIELDS)
-    # INSERT ... SELECT gives its parameters no column types (VALUES would), so each is cast
-    # to its column's type without a length: an explicit cast to varchar(n) would cut a long
-    # value silently, the assignment to the column refuses it as provenance_record's does.
-    values = ", ".join(f"%s::{_base_type(opts.get_field(name))}" for name in _INSERT_FIELDS)
+    # INSERT ... SELECT gives its parameters no column types (VALUES would), so each is
+    # declared with its column's type without a length: a cast to varchar(n) would cut a
+    # long value silently, the assignment to the column refuses it as provenance_record's
+    # does.
+    types = {
+        param: _base_type(opts.get_field(name))
+        for param, name in zip(_STEADY_VALUE_PARAMS, _INSERT_FIELDS, strict=True)
+    }
+    values = ", ".join(f"%({param})s" for param in _STEADY_VALUE_PARAMS)
     pk = quote(opts.pk.column)
-    return (
-        f"WITH breaker AS ({circuit_breaker_snapshot_sql()}), "
+    sql = (
+        f"WITH breaker AS ({circuit_breaker_snapshot_sql('%(breaker)s')}), "
         f"written AS (INSERT INTO {quote(opts.db_table)} ({columns}) SELECT {values} "
         f"FROM breaker WHERE {STEADY_SQL} "
-        f"AND (%s::bigint IS NULL OR ({API_KEY_GENERATION_SQL}) = %s::bigint) "
+        f"AND (%(generation)s IS NULL OR ({API_KEY_GENERATION_SQL}) = %(generation)s) "
         f"RETURNING {pk}) "
         f"SELECT ({API_KEY_GENERATION_SQL}), breaker.*, (SELECT {pk} FROM written) FROM breaker"
     )
-
-
-def _server_binding_cursor():
-    """A cursor of the default connection that sends the parameters apart from the SQL.
-
-    Django's cursors merge the parameters into the statement's text on the client; for the
-    two jsonb documents of a provenance row that quoting cost about as much client CPU as
-    the rest of the round trip (0.30 against 0.15 ms per statement on the 2-core host). Its
-    statements are prepared, once per connection (_PreparingCursor). The cursor is wrapped
-    as Django wraps its own (query log, database error classes) and counted in the
-    django-prometheus query metrics like every other statement.
-    """
-    # The wrapper itself, looked up once: every attribute of the `connection` proxy is a
-    # lookup of its own.
-    wrapper = connections[DEFAULT_DB_ALIAS]
-    wrapper.ensure_connection()
-    wrapper.validate_thread_sharing()
-    cursor = _server_binding_class(wrapper.alias, wrapper.vendor)(wrapper.connection)
-    if wrapper.queries_logged:
-        return wrapper.make_debug_cursor(cursor)
-    return wrapper.make_cursor(cursor)
-
-
-class _PreparingCursor(ServerBindingCursor):
-    """Prepares each statement it runs, the first time on its connection (psycopg keeps the
-    names per connection, a new connection prepares again). Parsing and planning the
-    provenance statement cost PostgreSQL about twice what executing it does: 0.58 against
-    0.23 ms of backend CPU per simulation on the 2-core host."""
-
-    def execute(self, query, params=None, *, prepare=None, binary=None):
-        return super().execute(
-            query, params, prepare=True if prepare is None else prepare, binary=binary
-        )
-
-    def _send_query_prepared(self, name, pgq, *, binary=None):
-        # psycopg remembers the statement it sent only when it sends the text; Django's query
-        # log (DEBUG, assertNumQueries) reads it from there, so a prepared one is kept too.
-        self._query = pgq
-        super()._send_query_prepared(name, pgq, binary=binary)
-
-
-@cache
-def _server_binding_class(alias: str, vendor: str) -> type:
-    return ExportingCursorWrapper(_PreparingCursor, alias, vendor)
+    return prepared_statement(
+        "costsim_provenance_steady", sql, {**types, "breaker": "text", "generation": "bigint"}
+    )
 
 
 def provenance_record_if_steady(
@@ -474,10 +448,16 @@ def provenance_record_if_steady(
         ),
         v2_output=v2_output,
     )
-    params: list[Any] = [BREAKER_NAME, tenant.pk, *value_params]
-    params += [key_generation, key_generation]
-    with _server_binding_cursor() as cursor:
-        cursor.execute(_steady_insert_sql(), params)
+    statement = _steady_insert()
+    params = dict(zip(_STEADY_VALUE_PARAMS, [tenant.pk, *value_params], strict=True))
+    params.update(breaker=BREAKER_NAME, generation=key_generation)
+    with connection.cursor() as cursor:
+        try:
+            ensure_prepared(cursor, statement)
+            cursor.execute(statement.execute, params)
+        except Exception:
+            session_prepared_unknown()
+            raise
         row = cursor.fetchone()
     if row is None:
         return SteadyWrite(row_id=None, breaker=None, key_generation=None)

@@ -470,48 +470,58 @@ def test_revoked_key_is_refused_by_the_next_simulation(api_client, api_key):
     assert Provenance.objects.count() == 1  # only the V2 call made before the revocation
 
 
-def test_steady_shadowed_simulation_is_one_statement(
-    api_client, sandbox_on, django_assert_num_queries
-):
-    # given: a warm key (cached by this process, last_used_at fresh), a steady breaker
-    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
-    # when / then: key generation, breaker row and provenance INSERT in one statement
-    with django_assert_num_queries(1) as captured:
-        response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
-    assert response.json()["v2_error"] is None
-    sql = captured.captured_queries[0]["sql"]
-    assert "analytics_apikey_generation" in sql
-    assert "costsim_circuitbreaker" in sql
-    assert "INSERT INTO" in sql
-    assert Provenance.objects.count() == 2
-
-
-def _prepared_provenance_statements() -> list[tuple[bool, int]]:
+def _prepared_provenance_statements() -> list[tuple[str, int]]:
+    """The session's prepared provenance statements: their text and how often they ran."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT from_sql, generic_plans + custom_plans FROM pg_prepared_statements "
+            "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements "
             "WHERE statement LIKE %s",
             ['%INSERT INTO "costsim_provenance"%'],
         )
         return cursor.fetchall()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_steady_statement_is_prepared_once_per_connection(api_client, sandbox_on):
-    # given: a warm key and a steady breaker; the session has prepared the statement once
+def test_steady_shadowed_simulation_is_one_statement(
+    api_client, sandbox_on, django_assert_num_queries
+):
+    # given: a warm key (cached by this process, last_used_at fresh), a steady breaker, and
+    # a session that has prepared the steady statement
     for _ in range(2):
         assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
-    [(from_sql, runs)] = _prepared_provenance_statements()
-    assert from_sql is False  # by the protocol, not SQL PREPARE
+    [(prepared, runs_before)] = _prepared_provenance_statements()
+    # when / then: key generation, breaker row and provenance INSERT in one statement, the
+    # one this session prepared
+    with django_assert_num_queries(1) as captured:
+        response = api_client.post(SIMULATE, EXAMPLE_BODY, format="json")
+    assert response.json()["v2_error"] is None
+    assert captured.captured_queries[0]["sql"].startswith("EXECUTE costsim_provenance_steady")
+    assert "analytics_apikey_generation" in prepared
+    assert "costsim_circuitbreaker" in prepared
+    assert _prepared_provenance_statements()[0][1] == runs_before + 1
+    assert Provenance.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_steady_statement_is_prepared_once_per_connection(
+    api_client, sandbox_on, django_assert_num_queries
+):
+    # given: a warm key and a session that has prepared the statement
+    for _ in range(2):
+        assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+    [(_, runs)] = _prepared_provenance_statements()
     # when: two more simulations on the same connection
     for _ in range(2):
-        assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").json()["v2_error"] is None
+        with django_assert_num_queries(1):
+            answer = api_client.post(SIMULATE, EXAMPLE_BODY, format="json").json()
+        assert answer["v2_error"] is None
     # then: they ran the same prepared statement
-    assert _prepared_provenance_statements() == [(False, runs + 2)]
+    assert _prepared_provenance_statements()[0][1] == runs + 2
     # and a new connection (a new session) prepares it again, and every row is written
     connection.close()
-    assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").json()["v2_error"] is None
-    assert _prepared_provenance_statements() == [(False, 1)]
+    with django_assert_num_queries(2) as captured:
+        assert api_client.post(SIMULATE, EXAMPLE_BODY, format="json").status_code == 200
+    assert captured.captured_queries[0]["sql"].startswith("PREPARE costsim_provenance_steady")
+    assert _prepared_provenance_statements()[0][1] == 1
     assert Provenance.objects.count() == 5
 
 
