@@ -62,8 +62,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "analytics.api.middleware.ApiKeyLaneEndMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # django-prometheus' per-view metrics, without its per-request header mapping.
-    "analytics.api.middleware.PrometheusAfterMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

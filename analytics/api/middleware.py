@@ -1,11 +1,9 @@
 import logging
 import threading
 
-import django_prometheus.middleware
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
 from django.http import Http404, JsonResponse
-from django_prometheus.utils import Time
 
 from analytics import metrics
 from analytics.api.authentication import KEYWORD
@@ -166,41 +164,3 @@ def _json_error_for(response):
         if header in response:
             replacement[header] = response[header]
     return replacement
-
-
-class PrometheusAfterMiddleware(django_prometheus.middleware.PrometheusAfterMiddleware):
-    """django-prometheus' per-view request metrics: the same series and values, less work.
-
-    Two costs of the library's version fell on every request. Its `process_request` reads
-    two headers through `request.headers`, which builds a mapping from every key of the WSGI
-    environ; granian passes the whole process environment there, so that was the costliest
-    part of the hook. Here the same two values come from `request.META` (Content-Length is
-    CONTENT_LENGTH there, X-Requested-With HTTP_X_REQUESTED_WITH). And each labelled series
-    was looked up through `labels()`, whose checks cost more than the increment; the children
-    are kept here by metric and label values, as the metric keeps them itself (a child is
-    never removed), so the cache holds no more than the metrics already do.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._children: dict[tuple, object] = {}
-
-    def label_metric(self, metric, request, response=None, **labels):
-        if not labels:
-            return metric
-        key = (metric, *labels.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(**labels)
-        return child
-
-    def process_request(self, request):
-        method = self._method(request)
-        self.label_metric(self.metrics.requests_by_method, request, method=method).inc()
-        transport = self._transport(request)
-        self.label_metric(self.metrics.requests_by_transport, request, transport=transport).inc()
-        if request.META.get("HTTP_X_REQUESTED_WITH") == "XMLHttpRequest":
-            self.label_metric(self.metrics.requests_ajax, request).inc()
-        content_length = int(request.META.get("CONTENT_LENGTH") or 0)
-        self.label_metric(self.metrics.requests_body_bytes, request).observe(content_length)
-        request.prometheus_after_middleware_event = Time()
