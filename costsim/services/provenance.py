@@ -425,7 +425,8 @@ def provenance_record_if_steady(
     v2_output: dict[str, Any] | None = None,
     key_generation: int | None = None,
 ) -> SteadyWrite:
-    """Write the row of provenance_record only while the breaker is steady; one statement.
+    """Write the row of provenance_record only while the breaker is steady; one statement
+    (prepared once per database session, analytics/prepared.py).
 
     The statement reads the breaker row and the API key generation and inserts the row only
     when the breaker is closed with no streak (breaker.STEADY_SQL) and, when
