@@ -37,19 +37,15 @@ one: the bench needs room).
 import argparse
 import os
 import re
-import secrets
 import statistics
 import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_args():
@@ -96,16 +92,8 @@ if ARGS:
         admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
     os.environ["DATABASE_URL"] = BENCH_URL
 
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-# Production settings (DEBUG off) so Django does not keep every query in memory.
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + secrets.token_hex(24))
-os.environ.setdefault("DJANGO_DEBUG", "0")
-
-import django  # noqa: E402
-
-django.setup()
-
+# Sets Django up against DATABASE_URL, now the bench database (bench/_snapshot_data.py).
+from _snapshot_data import log, percentile, timed  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.test import Client  # noqa: E402
@@ -206,17 +194,8 @@ FLAT_INDEXES = (
 )
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def percentile(samples: list[float], pct: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def execute(sql: str, params=None) -> int:
@@ -332,15 +311,6 @@ def sizes() -> str:
 
 
 # --- 2. statistics ---------------------------------------------------------------------------
-
-
-def timed(function, repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples
 
 
 def summary(name: str, samples: list[float]) -> str:
